@@ -1,0 +1,323 @@
+/* portpubd: publishes host ports for sandboxes over D-Bus and relays their traffic */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-daemon.h>
+
+#include "bus-ev.h"
+#include "config.h"
+#include "errors.h"
+#include "log.h"
+#include "macro.h"
+#include "manager-dbus.h"
+#include "manager.h"
+
+typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
+
+static BusKind arg_bus = BUS_SYSTEM;
+static const char *arg_bus_address;
+static const char *arg_state_file = STATE_FILE_DEFAULT;
+static uint32_t arg_max_sessions = MANAGER_MAX_SESSIONS_DEFAULT;
+static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
+
+typedef struct Context {
+        struct ev_loop *loop;
+        sd_bus *bus;
+        BusEv *bus_ev;
+        Manager *manager;
+        ManagerDBus *manager_dbus;
+        ev_signal sigterm, sigint, sighup;
+        ev_timer watchdog;
+        int exit_code;
+        int name_acquired;
+} Context;
+
+static void help(void) {
+        printf("Usage: portpubd [OPTIONS]\n\n"
+               "Publishes host ports for sandboxes and relays their TCP and UDP traffic.\n\n"
+               "  -h --help                 Show this help\n"
+               "     --version              Show the version\n"
+               "     --system               Connect to the system bus (default)\n"
+               "     --user                 Connect to the user's bus\n"
+               "     --bus-address=ADDRESS  Connect to the bus at ADDRESS\n"
+               "     --state-file=PATH      Where publications are kept (default %s)\n"
+               "     --max-sessions=N       Default MaxSessions of a port (default %u)\n"
+               "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
+               "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
+               STATE_FILE_DEFAULT, MANAGER_MAX_SESSIONS_DEFAULT);
+}
+
+static int parse_argv(int argc, char *argv[]) {
+        enum {
+                ARG_VERSION = 0x100,
+                ARG_SYSTEM,
+                ARG_USER,
+                ARG_BUS_ADDRESS,
+                ARG_STATE_FILE,
+                ARG_MAX_SESSIONS,
+                ARG_UDP_IDLE_TIMEOUT,
+                ARG_LOG_LEVEL,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "system", no_argument, NULL, ARG_SYSTEM },
+                { "user", no_argument, NULL, ARG_USER },
+                { "bus-address", required_argument, NULL, ARG_BUS_ADDRESS },
+                { "state-file", required_argument, NULL, ARG_STATE_FILE },
+                { "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
+                { "udp-idle-timeout", required_argument, NULL, ARG_UDP_IDLE_TIMEOUT },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                {},
+        };
+        unsigned long long v;
+        char *end;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("portpubd %s\n", PACKAGE_VERSION);
+                        return 0;
+                case ARG_SYSTEM:
+                        arg_bus = BUS_SYSTEM;
+                        break;
+                case ARG_USER:
+                        arg_bus = BUS_USER;
+                        break;
+                case ARG_BUS_ADDRESS:
+                        arg_bus = BUS_ADDRESS;
+                        arg_bus_address = optarg;
+                        break;
+                case ARG_STATE_FILE:
+                        arg_state_file = optarg;
+                        break;
+                case ARG_MAX_SESSIONS:
+                        errno = 0;
+                        v = strtoull(optarg, &end, 10);
+                        if (errno || *end || v == 0 || v > MANAGER_MAX_SESSIONS_MAX ||
+                            optarg[0] == '-')
+                                return log_error_errno(EINVAL,
+                                                       "Invalid --max-sessions='%s': expected 1 to %u.",
+                                                       optarg, MANAGER_MAX_SESSIONS_MAX);
+                        arg_max_sessions = (uint32_t) v;
+                        break;
+                case ARG_UDP_IDLE_TIMEOUT:
+                        errno = 0;
+                        v = strtoull(optarg, &end, 10);
+                        if (errno || *end || v == 0 || v > 366ULL * 24 * 3600 || optarg[0] == '-')
+                                return log_error_errno(
+                                        EINVAL,
+                                        "Invalid --udp-idle-timeout='%s': expected seconds, 1 or more.",
+                                        optarg);
+                        arg_udp_idle_timeout_usec = v * USEC_PER_SEC;
+                        break;
+                case ARG_LOG_LEVEL:
+                        r = log_level_from_string(optarg);
+                        if (r < 0)
+                                return log_error_errno(EINVAL, "Invalid --log-level='%s'.", optarg);
+                        log_set_max_level(r);
+                        break;
+                case '?':
+                        return -EINVAL;
+                default:
+                        abort();
+                }
+        if (optind < argc)
+                return log_error_errno(EINVAL, "Unexpected argument '%s'.", argv[optind]);
+        return 1;
+}
+
+static void raise_nofile_limit(void) {
+        struct rlimit rl;
+
+        /* Every relayed connection takes two fds; the hard limit is what the admin allows. */
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_warning_errno(errno, "Failed to raise RLIMIT_NOFILE, ignoring: %m");
+}
+
+static void on_bus_lost(BusEv *b, int error, void *userdata) {
+        Context *c = userdata;
+
+        log_error_errno(error, "Lost the bus connection: %m");
+        c->exit_code = EXIT_FAILURE;
+        ev_break(c->loop, EVBREAK_ALL);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
+        if (w->signum == SIGHUP) {
+                log_info("Received SIGHUP; nothing to reload.");
+                return;
+        }
+        log_info("Received %s, shutting down.", w->signum == SIGTERM ? "SIGTERM" : "SIGINT");
+        ev_break(loop, EVBREAK_ALL);
+}
+
+static void on_watchdog(struct ev_loop *loop, ev_timer *w, int revents) {
+        (void) sd_notify(0, "WATCHDOG=1");
+}
+
+static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Context *c = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        uint32_t result;
+        int r;
+
+        if (e) {
+                if (sd_bus_error_has_name(e, "org.freedesktop.DBus.Error.AccessDenied"))
+                        log_error("Not allowed to own the name %s on this bus: %s", BUS_NAME,
+                                  e->message);
+                else
+                        log_error("Failed to request the name %s: %s", BUS_NAME, e->message);
+                c->exit_code = EXIT_FAILURE;
+                ev_break(c->loop, EVBREAK_ALL);
+                return 0;
+        }
+        r = sd_bus_message_read(reply, "u", &result);
+        if (r < 0 || (result != 1 && result != 4)) {
+                log_error("The name %s is owned by another process already; is portpubd running?",
+                          BUS_NAME);
+                c->exit_code = EXIT_FAILURE;
+                ev_break(c->loop, EVBREAK_ALL);
+                return 0;
+        }
+        c->name_acquired = 1;
+        log_info("Serving %s.", BUS_NAME);
+        (void) sd_notify(0, "READY=1\nSTATUS=Serving " BUS_NAME);
+        return 0;
+}
+
+static int connect_bus(Context *c) {
+        int r;
+
+        switch (arg_bus) {
+        case BUS_SYSTEM:
+                r = sd_bus_open_system(&c->bus);
+                break;
+        case BUS_USER:
+                r = sd_bus_open_user(&c->bus);
+                break;
+        default:
+                r = sd_bus_new(&c->bus);
+                if (r < 0)
+                        break;
+                r = sd_bus_set_address(c->bus, arg_bus_address);
+                if (r < 0)
+                        return log_error_errno(r, "Invalid bus address '%s': %m", arg_bus_address);
+                (void) sd_bus_set_bus_client(c->bus, 1);
+                (void) sd_bus_set_trusted(c->bus, 0);
+                r = sd_bus_start(c->bus);
+        }
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the bus: %m");
+        return 0;
+}
+
+static int request_name(Context *c) {
+        /* Asynchronous, so the loop never waits for the bus; no queueing and no replacement: a
+         * second instance must fail, not wait in line. */
+        return sd_bus_call_method_async(c->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                        "org.freedesktop.DBus", "RequestName", on_name_acquired, c,
+                                        "su", BUS_NAME, 4 /* DBUS_NAME_FLAG_DO_NOT_QUEUE */);
+}
+
+static int run(int argc, char *argv[]) {
+        Context c = { .exit_code = EXIT_SUCCESS };
+        uint64_t watchdog_usec = 0;
+        int r;
+
+        log_setup();
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+
+        raise_nofile_limit();
+        (void) signal(SIGPIPE, SIG_IGN);
+        r = portpub_errors_register();
+        if (r < 0)
+                return log_error_errno(r, "Failed to register D-Bus errors: %m"), EXIT_FAILURE;
+
+        c.loop = ev_default_loop(EVFLAG_AUTO);
+        if (!c.loop)
+                return log_error("Failed to set up the event loop."), EXIT_FAILURE;
+
+        r = connect_bus(&c);
+        if (r < 0)
+                goto finish_fail;
+        r = manager_new(&c.manager, c.loop);
+        if (r < 0) {
+                log_oom();
+                goto finish_fail;
+        }
+        c.manager->default_max_sessions = arg_max_sessions;
+        c.manager->default_udp_idle_timeout_usec = arg_udp_idle_timeout_usec;
+        r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
+        if (r < 0) {
+                log_error_errno(r, "Failed to export objects: %m");
+                goto finish_fail;
+        }
+        r = request_name(&c);
+        if (r < 0) {
+                log_error_errno(r, "Failed to request the name %s: %m", BUS_NAME);
+                goto finish_fail;
+        }
+        r = bus_ev_new(&c.bus_ev, c.loop, c.bus, on_bus_lost, &c);
+        if (r < 0) {
+                log_oom();
+                goto finish_fail;
+        }
+
+        ev_signal_init(&c.sigterm, on_signal, SIGTERM);
+        ev_signal_init(&c.sigint, on_signal, SIGINT);
+        ev_signal_init(&c.sighup, on_signal, SIGHUP);
+        c.sigterm.data = c.sigint.data = c.sighup.data = &c;
+        ev_signal_start(c.loop, &c.sigterm);
+        ev_signal_start(c.loop, &c.sigint);
+        ev_signal_start(c.loop, &c.sighup);
+
+        if (sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0) {
+                ev_timer_init(&c.watchdog, on_watchdog, 0., (double) watchdog_usec / 2e6);
+                ev_timer_again(c.loop, &c.watchdog);
+        }
+
+        ev_run(c.loop, 0);
+
+        (void) sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
+        if (c.name_acquired)
+                manager_remove_all(c.manager, "shutdown");
+        if (c.bus)
+                (void) sd_bus_flush(c.bus);
+        goto finish;
+
+finish_fail:
+        c.exit_code = EXIT_FAILURE;
+finish:
+        if (c.loop) {
+                ev_timer_stop(c.loop, &c.watchdog);
+                ev_signal_stop(c.loop, &c.sigterm);
+                ev_signal_stop(c.loop, &c.sigint);
+                ev_signal_stop(c.loop, &c.sighup);
+        }
+        c.bus_ev = bus_ev_free(c.bus_ev);
+        c.manager_dbus = manager_dbus_free(c.manager_dbus);
+        c.manager = manager_free(c.manager);
+        if (c.bus)
+                c.bus = sd_bus_flush_close_unref(c.bus);
+        ev_loop_destroy(c.loop);
+        return c.exit_code;
+}
+
+int main(int argc, char *argv[]) {
+        return run(argc, argv);
+}

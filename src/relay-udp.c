@@ -1,0 +1,930 @@
+/* UDP relay: one session per client address, a connected socket per session toward the guest */
+
+/*
+ * Theory of operation
+ * ===================
+ *
+ * Listeners
+ *   One UdpListener per bound socket of the published port (say 127.0.0.1 and ::1). Its ev_io
+ *   reads client datagrams with recvmmsg() into the shared pool (below). On a wildcard bind
+ *   (0.0.0.0, ::) IP_PKTINFO / IPV6_RECVPKTINFO is on: every datagram then says which local
+ *   address the client sent it to, and the replies carry that address back in an IP_PKTINFO /
+ *   IPV6_PKTINFO cmsg, so they leave from the address the client talks to. Without it a
+ *   multi-homed host answers from whatever address the route picks and the client drops the
+ *   answer. (A :: listener takes IPv6 only: the caller sets IPV6_V6ONLY.)
+ *
+ * Sessions
+ *   One UdpSession per client: the key is (listener, client address and port, and on wildcard
+ *   listeners the local address the client sent to), normalized into a fixed-size struct
+ *   (IPv4 as v4-mapped IPv6) and hashed with uthash. A session owns a socket connect()ed to
+ *   the guest (relay_target_pick() by the listener's family, so a v4 listener reaches a
+ *   v6-only guest). The guest sees one stable source port per client, and its replies land
+ *   on the session's own socket: they map to their client without a lookup.
+ *
+ *   A session is OPEN (in the table and the LRU list, its watcher running) or DEAD (fd closed,
+ *   unlinked, on the relay's dead list). It dies of idleness, of an unreachable guest (an
+ *   ICMP error makes send/recv on the connected socket fail with ECONNREFUSED and the like:
+ *   stats->failed++), or with the relay. Dead sessions are freed at the end of the event
+ *   handler that killed them, never inside their own callback chain, so a batch that still
+ *   points at one stays valid.
+ *
+ * Expiry
+ *   Idle time counts from the last datagram in either direction. Open sessions sit in an
+ *   LRU list ordered by last activity: traffic moves a session to the tail (O(1), skipped when
+ *   the clock did not move), so the head always expires first. One ev_timer per relay is armed
+ *   for the head's deadline plus a little slack (to coalesce wakeups); when it fires it closes
+ *   every expired head and re-arms for the new one. Traffic never touches the timer.
+ *   Timestamps come from CLOCK_MONOTONIC_COARSE, read once per event handler: as cheap as
+ *   ev_now(), which follows the wall clock and would expire everything (or nothing) when the
+ *   clock is set.
+ *
+ * Limits
+ *   MaxSessions: a datagram from an unknown client while the relay holds max_sessions sessions
+ *   is dropped and counted in stats->rejected. Every refused datagram counts, since UDP has no
+ *   handshake: each datagram of a new client is one more attempt to open a session. Existing
+ *   sessions are untouched and the listeners keep reading. Like the TCP relay, the relay
+ *   reports RELAY_PAUSED "MaxSessions reached" while it is at the cap, RELAY_LISTENING once a
+ *   session ends.
+ *   Out of file descriptors (the session socket fails with EMFILE/ENFILE): the datagram is
+ *   dropped and counted the same way, the relay reports RELAY_PAUSED "Too many open files"
+ *   until it creates a session again or one of its sessions ends. Nothing spins: the refused
+ *   datagram has been read. Logs about refused datagrams are rate-limited.
+ *   Sends that would block drop the datagram, as a congested network would: nothing is queued
+ *   beyond the kernel's socket buffers.
+ *
+ * Pool and batching
+ *   All relays of the process share one pool of UDP_BATCH slots of 64 KiB, so that any
+ *   datagram (65507 bytes over IPv4, 65527 over IPv6) arrives whole. It is allocated with the
+ *   first relay and freed with the last; a slot's pages become resident only as far as
+ *   datagrams reach, so small traffic keeps about UDP_BATCH pages.
+ *   Client to guest: each recvmmsg() fills the free slots; consecutive datagrams of one
+ *   session leave with one sendmmsg() on its socket, straight from the slots.
+ *   Guest to client: a session's recvmmsg() fills free slots, which are queued as replies
+ *   (the client's address and pktinfo copied beside each), and one ev_prepare watcher sends
+ *   the whole queue with sendmmsg() on the listeners right before the loop sleeps: the
+ *   replies of every session that woke in one iteration leave in one system call. The queue
+ *   is flushed early when the pool runs short of slots, and when a relay is freed.
+ *   The pool has no lock: all relays must run on one thread (portpubd has only one).
+ */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* Running out of memory while adding a session must drop that session, not exit(). */
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+#include <utlist.h>
+
+#include "log.h"
+#include "macro.h"
+#include "relay-udp.h"
+
+/* Datagrams per recvmmsg()/sendmmsg(), and slots in the pool. */
+#define UDP_BATCH 64U
+#define UDP_SLOT_SIZE 65536U
+/* Slots start at different offsets modulo 4 KiB, so their first cache lines do not all compete
+ * for the same few cache sets. */
+#define UDP_SLOT_STRIDE (UDP_SLOT_SIZE + 64U)
+/* recvmmsg() calls per wakeup of one socket, so one busy client cannot starve the others. */
+#define UDP_RX_ROUNDS 4
+#define UDP_LOG_INTERVAL 1.0
+#define UDP_IDLE_TIMEOUT_MAX (365.0 * 24 * 3600)
+
+typedef union UdpAddr {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+} UdpAddr;
+
+typedef union UdpControl {
+        struct cmsghdr align;
+        uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))]; /* in_pktinfo is smaller */
+} UdpControl;
+
+/* Hashed as raw bytes: always built from a zeroed struct, and there is no padding. */
+typedef struct UdpSessionKey {
+        struct in6_addr client; /* IPv4 as ::ffff:a.b.c.d */
+        struct in6_addr local;  /* where the client sent to; wildcard listeners only */
+        uint32_t scope_id;
+        uint16_t port; /* network byte order */
+        uint16_t listener;
+} UdpSessionKey;
+
+typedef struct UdpListener {
+        UdpRelay *relay;
+        ev_io io;
+        int fd;
+        int family;
+        uint16_t index;
+        bool pktinfo;
+} UdpListener;
+
+typedef struct UdpSession UdpSession;
+struct UdpSession {
+        UdpSessionKey key;
+        UT_hash_handle hh;
+        UdpRelay *relay;
+        UdpListener *listener;
+        ev_io io;
+        int fd;
+        ev_tstamp last_activity;
+        UdpSession *lru_prev, *lru_next; /* lru_next also links the dead list */
+        UdpAddr client;
+        socklen_t client_len;
+        socklen_t control_len; /* 0: the reply needs no pktinfo */
+        UdpControl control;
+};
+
+struct UdpRelay {
+        struct ev_loop *loop;
+        RelayTarget target;
+        ev_tstamp idle_timeout;
+        ev_tstamp expiry_slack;
+        uint32_t max_sessions;
+        RelayStats *stats;
+        RelayCallbacks callbacks;
+        void *userdata;
+
+        UdpListener *listeners;
+        size_t n_listeners;
+
+        UdpSession *sessions; /* hash table */
+        UdpSession *lru;      /* open sessions, least recently active first */
+        UdpSession *dead;     /* closed, freed by relay_dispatch() */
+        uint64_t n_sessions;
+
+        ev_timer expiry;
+        ev_prepare flush;
+        bool pool_ref;
+
+        bool out_of_fds;
+        bool sessions_changed;
+        RelayState state;
+        const char *reason;
+        RelayState reported_state;
+        const char *reported_reason;
+        ev_tstamp log_next;
+        char name[SOCKADDR_STR_MAX];
+};
+
+typedef struct UdpPending {
+        UdpRelay *relay;
+        int fd;
+} UdpPending;
+
+typedef struct UdpPool {
+        unsigned n_users;
+        unsigned n_tx;     /* slots [0, n_tx) hold queued replies */
+        UdpRelay *flusher; /* whose ev_prepare sends the queue */
+        uint8_t *data;     /* UDP_BATCH slots, UDP_SLOT_STRIDE apart */
+        struct mmsghdr msg[UDP_BATCH];
+        struct iovec iov[UDP_BATCH];
+        UdpAddr name[UDP_BATCH];
+        UdpControl control[UDP_BATCH];
+        UdpPending tx[UDP_BATCH];
+        struct mmsghdr out[UDP_BATCH]; /* client datagrams on their way to one session */
+} UdpPool;
+
+static UdpPool *pool;
+
+DEFINE_TRIVIAL_CLEANUP_FUNC(UdpRelay *, udp_relay_free);
+
+static const char reason_max_sessions[] = "MaxSessions reached";
+static const char reason_no_fds[] = "Too many open files";
+
+static ev_tstamp now_monotonic(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+        return (ev_tstamp) ts.tv_sec + (ev_tstamp) ts.tv_nsec * 1e-9;
+}
+
+static int pool_ref(void) {
+        if (!pool) {
+                _cleanup_free_ UdpPool *p = calloc(1, sizeof *p);
+                if (!p)
+                        return -ENOMEM;
+                /* malloc, not calloc: untouched slot pages must stay non-resident. */
+                p->data = malloc((size_t) UDP_BATCH * UDP_SLOT_STRIDE);
+                if (!p->data)
+                        return -ENOMEM;
+                pool = TAKE_PTR(p);
+        }
+        pool->n_users++;
+        return 0;
+}
+
+static void pool_unref(void) {
+        if (!pool || --pool->n_users > 0)
+                return;
+        free(pool->data);
+        free(pool);
+        pool = NULL;
+}
+
+static uint8_t *pool_slot(unsigned i) {
+        return pool->data + (size_t) i * UDP_SLOT_STRIDE;
+}
+
+static void pool_prepare_rx(unsigned first, unsigned n, bool want_name, bool want_control) {
+        for (unsigned i = first; i < first + n; i++) {
+                pool->iov[i] = (struct iovec) { .iov_base = pool_slot(i), .iov_len = UDP_SLOT_SIZE };
+                pool->msg[i].msg_hdr = (struct msghdr) {
+                        .msg_name = want_name ? &pool->name[i] : NULL,
+                        .msg_namelen = want_name ? sizeof(pool->name[i]) : 0,
+                        .msg_iov = &pool->iov[i],
+                        .msg_iovlen = 1,
+                        .msg_control = want_control ? pool->control[i].buf : NULL,
+                        .msg_controllen = want_control ? sizeof(pool->control[i]) : 0,
+                };
+        }
+}
+
+/* Sends every queued reply, one sendmmsg() per run of replies leaving through the same listener.
+ * Never closes a session nor calls a callback, so it is safe from anywhere. */
+static void pool_flush(void) {
+        unsigned i = 0;
+
+        while (i < pool->n_tx) {
+                int fd = pool->tx[i].fd;
+                unsigned end = i + 1;
+
+                while (end < pool->n_tx && pool->tx[end].fd == fd)
+                        end++;
+
+                while (i < end) {
+                        int k = sendmmsg(fd, pool->msg + i, end - i, MSG_DONTWAIT);
+                        if (k < 0) {
+                                if (errno == EINTR)
+                                        continue;
+                                /* A full socket buffer drops the rest, as a congested network would. */
+                                if (errno == EAGAIN || errno == ENOBUFS)
+                                        break;
+                                /* This one cannot go out (say, its client became unroutable). */
+                                i++;
+                                continue;
+                        }
+                        for (unsigned j = i; j < i + (unsigned) k; j++)
+                                pool->tx[j].relay->stats->bytes_from_guest += pool->msg[j].msg_len;
+                        i += (unsigned) k;
+                }
+                i = end;
+        }
+        pool->n_tx = 0;
+}
+
+static void relay_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+        pool_flush();
+        ev_prepare_stop(loop, w);
+        pool->flusher = NULL;
+}
+
+static const char *udp_addr_format(const UdpAddr *a, char buf[static SOCKADDR_STR_MAX]) {
+        SockaddrUnion u = {};
+
+        /* Copied: the pool's addresses are not aligned for a SockaddrUnion. */
+        memcpy(&u, a, a->sa.sa_family == AF_INET ? sizeof a->in : sizeof a->in6);
+        return sockaddr_format(&u, buf, SOCKADDR_STR_MAX);
+}
+
+static bool relay_log_allowed(UdpRelay *relay, ev_tstamp now) {
+        if (log_get_max_level() < LOG_DEBUG || now < relay->log_next)
+                return false;
+        relay->log_next = now + UDP_LOG_INTERVAL;
+        return true;
+}
+
+static void relay_update_state(UdpRelay *relay) {
+        if (relay->max_sessions > 0 && relay->n_sessions >= relay->max_sessions) {
+                relay->state = RELAY_PAUSED;
+                relay->reason = reason_max_sessions;
+        } else if (relay->out_of_fds) {
+                relay->state = RELAY_PAUSED;
+                relay->reason = reason_no_fds;
+        } else {
+                relay->state = RELAY_LISTENING;
+                relay->reason = "";
+        }
+}
+
+/* Runs at the end of every event handler: frees what died during it, then tells the owner,
+ * once, what changed. */
+static void relay_dispatch(UdpRelay *relay) {
+        UdpSession *s;
+
+        while ((s = relay->dead)) {
+                relay->dead = s->lru_next;
+                free(s);
+        }
+
+        if (relay->sessions_changed) {
+                relay->sessions_changed = false;
+                if (relay->callbacks.sessions_changed)
+                        relay->callbacks.sessions_changed(relay->userdata);
+        }
+
+        if (relay->state != relay->reported_state || relay->reason != relay->reported_reason) {
+                relay->reported_state = relay->state;
+                relay->reported_reason = relay->reason;
+                if (relay->callbacks.state_changed)
+                        relay->callbacks.state_changed(relay->userdata, relay->state, relay->reason);
+        }
+}
+
+static void relay_expiry_arm(UdpRelay *relay, ev_tstamp now) {
+        ev_tstamp after;
+
+        ev_timer_stop(relay->loop, &relay->expiry);
+        if (!relay->lru)
+                return;
+
+        after = relay->lru->last_activity + relay->idle_timeout - now + relay->expiry_slack;
+        ev_timer_set(&relay->expiry, MAX(after, 0.), 0.);
+        ev_timer_start(relay->loop, &relay->expiry);
+}
+
+static void session_close(UdpSession *s) {
+        UdpRelay *relay = s->relay;
+
+        ev_io_stop(relay->loop, &s->io);
+        s->fd = safe_close(s->fd);
+        HASH_DELETE(hh, relay->sessions, s);
+        DL_DELETE2(relay->lru, s, lru_prev, lru_next);
+        LL_PREPEND2(relay->dead, s, lru_next);
+
+        relay->n_sessions--;
+        relay->stats->active--;
+        relay->sessions_changed = true;
+        /* An fd was just freed: the next new client may well get a session. */
+        relay->out_of_fds = false;
+        relay_update_state(relay);
+}
+
+/* The errors an ICMP message leaves on a connected UDP socket: the guest is gone. */
+static bool errno_is_unreachable(int error) {
+        switch (error) {
+        case ECONNREFUSED:
+        case EHOSTUNREACH:
+        case ENETUNREACH:
+        case EHOSTDOWN:
+        case ENETDOWN:
+        case ENONET:
+        case EPROTO:
+                return true;
+        default:
+                return false;
+        }
+}
+
+/* Nothing to do now; the watcher calls again when there is. */
+static bool errno_is_transient(int error) {
+        return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
+}
+
+static void session_fail(UdpSession *s, int error, ev_tstamp now) {
+        UdpRelay *relay = s->relay;
+
+        relay->stats->failed++;
+        if (relay_log_allowed(relay, now)) {
+                char client[SOCKADDR_STR_MAX];
+
+                log_debug_errno(error, "UDP %s: guest unreachable for client %s, closing session: %m",
+                                relay->name, udp_addr_format(&s->client, client));
+        }
+        session_close(s);
+}
+
+static void session_touch(UdpSession *s, ev_tstamp now) {
+        UdpRelay *relay = s->relay;
+
+        /* Sessions with equal timestamps may sit in any order: skipping keeps the list sorted. */
+        if (s->last_activity == now)
+                return;
+        s->last_activity = now;
+        if (s->lru_next) {
+                DL_DELETE2(relay->lru, s, lru_prev, lru_next);
+                DL_APPEND2(relay->lru, s, lru_prev, lru_next);
+        }
+}
+
+/* Queues the datagrams the session just received in slots [first, first + n) as replies to its
+ * client, sent by pool_flush() before the loop sleeps. */
+static void session_queue_replies(UdpSession *s, unsigned first, unsigned n) {
+        UdpRelay *relay = s->relay;
+
+        for (unsigned i = first; i < first + n; i++) {
+                struct msghdr *h = &pool->msg[i].msg_hdr;
+
+                pool->iov[i].iov_len = pool->msg[i].msg_len;
+                memcpy(&pool->name[i], &s->client, s->client_len);
+                h->msg_name = &pool->name[i];
+                h->msg_namelen = s->client_len;
+                if (s->control_len > 0) {
+                        memcpy(&pool->control[i], &s->control, s->control_len);
+                        h->msg_control = pool->control[i].buf;
+                        h->msg_controllen = s->control_len;
+                }
+                pool->tx[i] = (UdpPending) { .relay = relay, .fd = s->listener->fd };
+        }
+        pool->n_tx = first + n;
+
+        if (!pool->flusher) {
+                pool->flusher = relay;
+                ev_prepare_start(relay->loop, &relay->flush);
+        }
+}
+
+static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+        UdpSession *s = w->data;
+        UdpRelay *relay = s->relay;
+        ev_tstamp now = now_monotonic();
+
+        for (int round = 0; round < UDP_RX_ROUNDS; round++) {
+                unsigned first, n;
+                int k;
+
+                if (pool->n_tx >= UDP_BATCH)
+                        pool_flush();
+                first = pool->n_tx;
+                n = UDP_BATCH - first;
+                pool_prepare_rx(first, n, false, false);
+
+                k = recvmmsg(s->fd, pool->msg + first, n, MSG_DONTWAIT, NULL);
+                if (k < 0) {
+                        if (errno_is_transient(errno))
+                                break;
+                        session_fail(s, errno, now);
+                        break;
+                }
+                if (k == 0)
+                        break;
+
+                session_touch(s, now);
+                session_queue_replies(s, first, (unsigned) k);
+                /* A short batch means the queue is empty: save the recvmmsg() that says EAGAIN. */
+                if ((unsigned) k < n)
+                        break;
+        }
+
+        relay_dispatch(relay);
+}
+
+static void addr_map_v4(struct in6_addr *ret, struct in_addr a) {
+        *ret = (struct in6_addr) {};
+        ret->s6_addr[10] = 0xff;
+        ret->s6_addr[11] = 0xff;
+        memcpy(&ret->s6_addr[12], &a, sizeof a);
+}
+
+/* Builds the session key of a received datagram; for wildcard listeners also returns the
+ * interface it came in on (needed to answer from a link-local address). */
+static int session_key_make(const UdpListener *l, struct msghdr *h, UdpSessionKey *ret,
+                            unsigned *ret_ifindex) {
+        const UdpAddr *a = h->msg_name;
+        UdpSessionKey key = { .listener = l->index };
+        unsigned ifindex = 0;
+
+        if (a->sa.sa_family == AF_INET && h->msg_namelen >= sizeof(struct sockaddr_in)) {
+                addr_map_v4(&key.client, a->in.sin_addr);
+                key.port = a->in.sin_port;
+        } else if (a->sa.sa_family == AF_INET6 && h->msg_namelen >= sizeof(struct sockaddr_in6)) {
+                key.client = a->in6.sin6_addr;
+                key.scope_id = a->in6.sin6_scope_id;
+                key.port = a->in6.sin6_port;
+        } else
+                return -EAFNOSUPPORT;
+
+        if (l->pktinfo)
+                for (struct cmsghdr *c = CMSG_FIRSTHDR(h); c; c = CMSG_NXTHDR(h, c)) {
+                        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO &&
+                            c->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+                                struct in_pktinfo pi;
+
+                                memcpy(&pi, CMSG_DATA(c), sizeof pi);
+                                /* The local address to answer from: the destination for unicast,
+                                 * the interface's address for broadcast. */
+                                addr_map_v4(&key.local, pi.ipi_spec_dst);
+                        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO &&
+                                   c->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+                                struct in6_pktinfo pi;
+
+                                memcpy(&pi, CMSG_DATA(c), sizeof pi);
+                                key.local = pi.ipi6_addr;
+                                ifindex = pi.ipi6_ifindex;
+                        }
+                }
+
+        *ret = key;
+        *ret_ifindex = ifindex;
+        return 0;
+}
+
+/* The cmsg that makes a reply leave from the address the client sent to. */
+static void session_set_reply_source(UdpSession *s, unsigned ifindex) {
+        struct msghdr h = { .msg_control = s->control.buf, .msg_controllen = sizeof s->control };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+        const struct in6_addr *local = &s->key.local;
+
+        if (IN6_IS_ADDR_UNSPECIFIED(local)) /* no pktinfo came: let the kernel pick */
+                return;
+
+        if (s->listener->family == AF_INET) {
+                struct in_pktinfo pi = {};
+
+                memcpy(&pi.ipi_spec_dst, &local->s6_addr[12], sizeof pi.ipi_spec_dst);
+                c->cmsg_level = IPPROTO_IP;
+                c->cmsg_type = IP_PKTINFO;
+                c->cmsg_len = CMSG_LEN(sizeof pi);
+                memcpy(CMSG_DATA(c), &pi, sizeof pi);
+                s->control_len = CMSG_SPACE(sizeof pi);
+        } else {
+                struct in6_pktinfo pi = {};
+
+                /* A multicast destination cannot be a source: the kernel picks one then. The
+                 * interface matters for link-local and multicast only; elsewhere the route
+                 * decides, as for any other packet. */
+                if (IN6_IS_ADDR_MULTICAST(local))
+                        pi.ipi6_ifindex = ifindex;
+                else {
+                        pi.ipi6_addr = *local;
+                        if (IN6_IS_ADDR_LINKLOCAL(local))
+                                pi.ipi6_ifindex = ifindex;
+                }
+                c->cmsg_level = IPPROTO_IPV6;
+                c->cmsg_type = IPV6_PKTINFO;
+                c->cmsg_len = CMSG_LEN(sizeof pi);
+                memcpy(CMSG_DATA(c), &pi, sizeof pi);
+                s->control_len = CMSG_SPACE(sizeof pi);
+        }
+}
+
+static int session_new(UdpListener *l, const UdpSessionKey *key, const UdpAddr *client,
+                       unsigned ifindex, ev_tstamp now, UdpSession **ret) {
+        UdpRelay *relay = l->relay;
+        _cleanup_free_ UdpSession *s = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        SockaddrUnion target;
+
+        if (!relay_target_pick(&relay->target, l->family, &target))
+                return -EDESTADDRREQ;
+
+        s = calloc(1, sizeof *s);
+        if (!s)
+                return -ENOMEM;
+
+        fd = socket(target.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return -errno;
+        /* Connected: the guest's replies arrive here and nowhere else, ICMP errors surface as
+         * errors on this socket, and the kernel does the routing once, not per datagram. */
+        if (connect(fd, &target.sa, sockaddr_len(&target)) < 0)
+                return -errno;
+
+        s->key = *key;
+        s->relay = relay;
+        s->listener = l;
+        s->client_len = client->sa.sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                        : sizeof(struct sockaddr_in6);
+        memcpy(&s->client, client, s->client_len);
+        if (l->pktinfo)
+                session_set_reply_source(s, ifindex);
+
+        HASH_ADD(hh, relay->sessions, key, sizeof s->key, s);
+        if (!s->hh.tbl) /* uthash could not grow its table */
+                return -ENOMEM;
+
+        s->fd = TAKE_FD(fd);
+        ev_io_init(&s->io, session_io_cb, s->fd, EV_READ);
+        s->io.data = s;
+        ev_io_start(relay->loop, &s->io);
+        s->last_activity = now;
+        DL_APPEND2(relay->lru, s, lru_prev, lru_next);
+
+        relay->n_sessions++;
+        relay->stats->total++;
+        relay->stats->active++;
+        relay->sessions_changed = true;
+        relay->out_of_fds = false;
+        relay_update_state(relay);
+        if (!ev_is_active(&relay->expiry))
+                relay_expiry_arm(relay, now);
+
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+/* The session of a received datagram: found, created, or NULL when the client is refused
+ * (counted here). */
+static UdpSession *session_get(UdpListener *l, const UdpSessionKey *key, const UdpAddr *client,
+                               unsigned ifindex, ev_tstamp now) {
+        UdpRelay *relay = l->relay;
+        UdpSession *s;
+        int r;
+
+        HASH_FIND(hh, relay->sessions, key, sizeof *key, s);
+        if (s) {
+                session_touch(s, now);
+                return s;
+        }
+
+        if (relay->max_sessions > 0 && relay->n_sessions >= relay->max_sessions)
+                r = -EUSERS;
+        else {
+                r = session_new(l, key, client, ifindex, now, &s);
+                if (r >= 0)
+                        return s;
+        }
+
+        switch (r) {
+        case -EUSERS:
+        case -EMFILE:
+        case -ENFILE:
+        case -ENOMEM:
+        case -ENOBUFS:
+                relay->stats->rejected++;
+                if (r == -EMFILE || r == -ENFILE) {
+                        relay->out_of_fds = true;
+                        relay_update_state(relay);
+                }
+                break;
+        default:
+                /* No guest address of any family, or the guest cannot be routed to. */
+                relay->stats->failed++;
+        }
+
+        if (relay_log_allowed(relay, now)) {
+                char a[SOCKADDR_STR_MAX];
+
+                udp_addr_format(client, a);
+                if (r == -EUSERS)
+                        log_debug("UDP %s: MaxSessions (%" PRIu32 ") reached, dropping datagram of new client %s",
+                                  relay->name, relay->max_sessions, a);
+                else
+                        log_debug_errno(r, "UDP %s: cannot open a session for client %s, dropping datagram: %m",
+                                        relay->name, a);
+        }
+        return NULL;
+}
+
+/* Sends a run of datagrams of one client to the guest. */
+static void session_forward(UdpSession *s, struct mmsghdr *m, unsigned n, ev_tstamp now) {
+        UdpRelay *relay = s->relay;
+        unsigned i = 0;
+
+        while (i < n) {
+                int k = sendmmsg(s->fd, m + i, n - i, MSG_DONTWAIT);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN || errno == ENOBUFS)
+                                return; /* full: drop the rest, as a congested network would */
+                        if (errno_is_unreachable(errno)) {
+                                session_fail(s, errno, now);
+                                return;
+                        }
+                        i++; /* only this one cannot go (EMSGSIZE: a v6 jumbo toward a v4 guest) */
+                        continue;
+                }
+                for (unsigned j = i; j < i + (unsigned) k; j++)
+                        relay->stats->bytes_to_guest += m[j].msg_len;
+                i += (unsigned) k;
+        }
+}
+
+/* Hands the client datagrams in slots [first, first + n) to their sessions, one sendmmsg() per
+ * run of datagrams of the same client. */
+static void listener_forward(UdpListener *l, unsigned first, unsigned n, ev_tstamp now) {
+        UdpSession *cur = NULL;
+        unsigned n_out = 0;
+
+        for (unsigned i = first; i < first + n; i++) {
+                struct msghdr *h = &pool->msg[i].msg_hdr;
+                UdpSessionKey key;
+                unsigned ifindex;
+
+                if (_unlikely_(h->msg_flags & MSG_TRUNC)) /* cannot happen: a slot holds any datagram */
+                        continue;
+                if (session_key_make(l, h, &key, &ifindex) < 0)
+                        continue;
+
+                if (!cur || memcmp(&key, &cur->key, sizeof key) != 0) {
+                        if (cur && n_out > 0)
+                                session_forward(cur, pool->out, n_out, now);
+                        n_out = 0;
+                        cur = session_get(l, &key, h->msg_name, ifindex, now);
+                        if (!cur)
+                                continue;
+                }
+
+                pool->iov[i].iov_len = pool->msg[i].msg_len;
+                pool->out[n_out++] = (struct mmsghdr) {
+                        .msg_hdr = { .msg_iov = &pool->iov[i], .msg_iovlen = 1 },
+                };
+        }
+        if (cur && n_out > 0)
+                session_forward(cur, pool->out, n_out, now);
+}
+
+static void listener_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+        UdpListener *l = w->data;
+        UdpRelay *relay = l->relay;
+        ev_tstamp now = now_monotonic();
+
+        for (int round = 0; round < UDP_RX_ROUNDS; round++) {
+                unsigned first, n;
+                int k;
+
+                /* Keep at least half the pool for reading: queued replies go out now instead. */
+                if (pool->n_tx > UDP_BATCH / 2)
+                        pool_flush();
+                first = pool->n_tx;
+                n = UDP_BATCH - first;
+                pool_prepare_rx(first, n, true, l->pktinfo);
+
+                k = recvmmsg(l->fd, pool->msg + first, n, MSG_DONTWAIT, NULL);
+                if (k < 0) {
+                        if (!errno_is_transient(errno) && relay_log_allowed(relay, now))
+                                log_debug_errno(errno, "UDP %s: failed to receive, ignoring: %m", relay->name);
+                        break;
+                }
+
+                listener_forward(l, first, (unsigned) k, now);
+                if ((unsigned) k < n)
+                        break;
+        }
+
+        relay_dispatch(relay);
+}
+
+static void relay_expiry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+        UdpRelay *relay = w->data;
+        ev_tstamp now = now_monotonic();
+
+        while (relay->lru && relay->lru->last_activity + relay->idle_timeout <= now)
+                session_close(relay->lru);
+        relay_expiry_arm(relay, now);
+
+        relay_dispatch(relay);
+}
+
+static int listener_setup(UdpListener *l, int fd, SockaddrUnion *ret_local) {
+        SockaddrUnion local = {};
+        socklen_t len = sizeof local, type_len = sizeof(int);
+        int type = 0, one = 1, r;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0)
+                return -errno;
+        if (type != SOCK_DGRAM)
+                return -ESOCKTNOSUPPORT;
+        if (getsockname(fd, &local.sa, &len) < 0)
+                return -errno;
+        if (local.sa.sa_family != AF_INET && local.sa.sa_family != AF_INET6)
+                return -EAFNOSUPPORT;
+
+        l->family = local.sa.sa_family;
+        l->pktinfo = sockaddr_is_wildcard(&local);
+        if (l->pktinfo) {
+                if (l->family == AF_INET)
+                        r = setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+                else
+                        r = setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+                if (r < 0)
+                        return -errno;
+        }
+
+        *ret_local = local;
+        return 0;
+}
+
+int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n_fds,
+                  const RelayConfig *config, RelayStats *stats, const RelayCallbacks *callbacks,
+                  void *userdata) {
+        _cleanup_(udp_relay_freep) UdpRelay *relay = NULL;
+        uint64_t timeout_usec;
+        int r;
+
+        if (!ret || !loop || !fds || n_fds == 0 || n_fds > UINT16_MAX || !config || !stats)
+                return -EINVAL;
+
+        relay = calloc(1, sizeof *relay);
+        if (!relay)
+                return -ENOMEM;
+
+        relay->loop = loop;
+        relay->target = config->target;
+        relay->max_sessions = config->max_sessions;
+        relay->stats = stats;
+        if (callbacks)
+                relay->callbacks = *callbacks;
+        relay->userdata = userdata;
+        relay->state = relay->reported_state = RELAY_LISTENING;
+        relay->reason = relay->reported_reason = "";
+
+        timeout_usec = config->idle_timeout_usec > 0 ? config->idle_timeout_usec
+                                                     : RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
+        relay->idle_timeout = MIN((ev_tstamp) timeout_usec / USEC_PER_SEC, UDP_IDLE_TIMEOUT_MAX);
+        /* Sessions may outlive their timeout by up to 1/32 of it (at most 1 s), so that one
+         * timer wakeup closes every session that went idle around the same time. */
+        relay->expiry_slack = MIN(relay->idle_timeout / 32, 1.);
+        ev_init(&relay->expiry, relay_expiry_cb);
+        relay->expiry.data = relay;
+        ev_prepare_init(&relay->flush, relay_flush_cb);
+        relay->flush.data = relay;
+
+        relay->listeners = calloc(n_fds, sizeof *relay->listeners);
+        if (!relay->listeners)
+                return -ENOMEM;
+        relay->n_listeners = n_fds;
+        for (size_t i = 0; i < n_fds; i++)
+                relay->listeners[i].fd = -EBADF; /* the caller's until we succeed */
+
+        for (size_t i = 0; i < n_fds; i++) {
+                UdpListener *l = &relay->listeners[i];
+                SockaddrUnion local;
+
+                l->relay = relay;
+                l->index = (uint16_t) i;
+                r = listener_setup(l, fds[i], &local);
+                if (r < 0)
+                        return r;
+                if (i == 0)
+                        sockaddr_format(&local, relay->name, sizeof relay->name);
+        }
+
+        r = pool_ref();
+        if (r < 0)
+                return r;
+        relay->pool_ref = true;
+
+        /* Nothing fails from here on: take the sockets. */
+        for (size_t i = 0; i < n_fds; i++) {
+                UdpListener *l = &relay->listeners[i];
+
+                l->fd = fds[i];
+                ev_io_init(&l->io, listener_io_cb, l->fd, EV_READ);
+                l->io.data = l;
+                ev_io_start(loop, &l->io);
+        }
+
+        *ret = TAKE_PTR(relay);
+        return 0;
+}
+
+UdpRelay *udp_relay_free(UdpRelay *relay) {
+        UdpSession *s, *tmp;
+
+        if (!relay)
+                return NULL;
+
+        if (relay->pool_ref) {
+                /* Queued replies name our listeners' fds: send them while those are open. */
+                pool_flush();
+                if (pool->flusher == relay) {
+                        ev_prepare_stop(relay->loop, &relay->flush);
+                        pool->flusher = NULL;
+                }
+        }
+
+        HASH_ITER(hh, relay->sessions, s, tmp) {
+                HASH_DELETE(hh, relay->sessions, s);
+                ev_io_stop(relay->loop, &s->io);
+                safe_close(s->fd);
+                free(s);
+                relay->stats->active--;
+        }
+        while ((s = relay->dead)) {
+                relay->dead = s->lru_next;
+                free(s);
+        }
+        ev_timer_stop(relay->loop, &relay->expiry);
+
+        for (size_t i = 0; i < relay->n_listeners; i++) {
+                UdpListener *l = &relay->listeners[i];
+
+                if (l->fd >= 0) {
+                        ev_io_stop(relay->loop, &l->io);
+                        safe_close(l->fd);
+                }
+        }
+        free(relay->listeners);
+
+        if (relay->pool_ref)
+                pool_unref();
+        free(relay);
+        return NULL;
+}
+
+void udp_relay_set_target(UdpRelay *relay, const RelayTarget *target) {
+        relay->target = *target;
+}
+
+RelayState udp_relay_get_state(const UdpRelay *relay, const char **ret_reason) {
+        if (ret_reason)
+                *ret_reason = relay->reason;
+        return relay->state;
+}

@@ -1,0 +1,142 @@
+/* The D-Bus face of a sandbox: io.portpub.Publisher1.Sandbox on /io/portpub/Publisher1/sandbox/<id> */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "macro.h"
+#include "manager-dbus.h"
+
+int sandbox_object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                        void **found, sd_bus_error *error) {
+        _cleanup_free_ char *id = NULL;
+        Sandbox *s;
+        int r;
+
+        r = sd_bus_path_decode(path, SANDBOX_PATH_PREFIX, &id);
+        if (r <= 0)
+                return r;
+        s = manager_find_sandbox(userdata, id);
+        if (!s)
+                return 0;
+        *found = s;
+        return 1;
+}
+
+int sandbox_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
+                            sd_bus_error *error) {
+        Manager *m = userdata;
+        char **l;
+        size_t i = 0;
+
+        l = calloc(m->n_sandboxes + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (Sandbox *s = m->sandboxes; s; s = s->hh.next) {
+                l[i] = strdup(s->path);
+                if (!l[i]) {
+                        while (i > 0)
+                                free(l[--i]);
+                        free(l);
+                        return -ENOMEM;
+                }
+                i++;
+        }
+        *nodes = l;
+        return 1;
+}
+
+static int property_get_guest_addresses(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        Sandbox *s = userdata;
+        char buf[INET6_ADDRSTRLEN];
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        if (s->guest4.sa.sa_family != AF_UNSPEC) {
+                r = sd_bus_message_append(reply, "s",
+                                          sockaddr_format_ip(&s->guest4, buf, sizeof buf));
+                if (r < 0)
+                        return r;
+        }
+        if (s->guest6.sa.sa_family != AF_UNSPEC) {
+                r = sd_bus_message_append(reply, "s",
+                                          sockaddr_format_ip(&s->guest6, buf, sizeof buf));
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_ports(sd_bus *bus, const char *path, const char *interface,
+                              const char *property, sd_bus_message *reply, void *userdata,
+                              sd_bus_error *error) {
+        Sandbox *s = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "o");
+        if (r < 0)
+                return r;
+        for (Port *p = s->ports; p; p = p->sandbox_next) {
+                r = sd_bus_message_append(reply, "o", p->path);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(reply);
+}
+
+static int property_get_active_sessions(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error) {
+        return sd_bus_message_append(reply, "t", sandbox_active_sessions(userdata));
+}
+
+static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Sandbox *s = userdata;
+
+        return manager_dbus_publish(message, s->manager, s->id, error, 0);
+}
+
+static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Sandbox *s = userdata;
+
+        return manager_dbus_unpublish(message, s->manager, s, error);
+}
+
+static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Sandbox *s = userdata;
+
+        return manager_dbus_set_guest_addresses(message, s->manager, s, error);
+}
+
+static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        Sandbox *s = userdata;
+
+        manager_remove_sandbox(s->manager, s, "sandbox-removed");
+        return sd_bus_reply_method_return(message, NULL);
+}
+
+const sd_bus_vtable sandbox_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Id", "s", NULL, offsetof(Sandbox, id), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("GuestAddresses", "as", property_get_guest_addresses, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Ports", "ao", property_get_ports, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Sandbox, owner), SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Machine", "b", NULL, offsetof(Sandbox, machine),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ActiveSessions", "t", property_get_active_sessions, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD_WITH_ARGS("PublishPorts", SD_BUS_ARGS("a(ssqq)", ports, "a{sv}", options),
+                                SD_BUS_RESULT("a(ssqqo)", published), method_publish_ports,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("UnpublishPorts", SD_BUS_ARGS("a(ssq)", ports), SD_BUS_NO_RESULT,
+                                method_unpublish_ports, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetGuestAddresses", SD_BUS_ARGS("as", addresses), SD_BUS_NO_RESULT,
+                                method_set_guest_addresses, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Remove", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_remove,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END,
+};
