@@ -1,0 +1,310 @@
+/* Test harness: a private dbus-daemon and the real portpubd on it */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testlib.h"
+
+TestBus *test_bus_new(void) {
+        TestBus *b = g_new0(TestBus, 1);
+        g_autoptr(GError) error = NULL;
+
+        b->dbus = g_test_dbus_new(G_TEST_DBUS_NONE);
+        g_test_dbus_up(b->dbus);
+        b->address = g_test_dbus_get_bus_address(b->dbus);
+        g_assert_nonnull(b->address);
+        b->conn = g_dbus_connection_new_for_address_sync(
+                b->address,
+                G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                        G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                NULL, NULL, &error);
+        g_assert_no_error(error);
+        g_dbus_connection_set_exit_on_close(b->conn, FALSE);
+        return b;
+}
+
+void test_bus_free(TestBus *b) {
+        if (!b)
+                return;
+        if (b->conn) {
+                g_dbus_connection_close_sync(b->conn, NULL, NULL);
+                g_object_unref(b->conn);
+        }
+        g_test_dbus_down(b->dbus);
+        g_object_unref(b->dbus);
+        g_free(b);
+}
+
+static const char *daemon_path(void) {
+        const char *p = g_getenv("PORTPUBD");
+
+        g_assert_nonnull(p);
+        return p;
+}
+
+TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_auto(GStrv) envp = g_get_environ();
+        g_autoptr(GError) error = NULL;
+        TestDaemon *d = g_new0(TestDaemon, 1);
+
+        d->bus = b;
+        d->notify_fd = -1;
+        d->exit_status = -1;
+        if (with_notify) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+
+                d->notify_path = g_strdup_printf("%s/portpub-notify-%d-%d", g_get_tmp_dir(),
+                                                 getpid(), g_random_int_range(0, 1 << 30));
+                g_assert_cmpuint(strlen(d->notify_path), <, sizeof sa.sun_path);
+                strcpy(sa.sun_path, d->notify_path);
+                d->notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+                g_assert_cmpint(d->notify_fd, >=, 0);
+                g_assert_cmpint(bind(d->notify_fd, (struct sockaddr *) &sa, sizeof sa), ==, 0);
+                envp = g_environ_setenv(envp, "NOTIFY_SOCKET", d->notify_path, TRUE);
+        } else
+                envp = g_environ_unsetenv(envp, "NOTIFY_SOCKET");
+
+        g_ptr_array_add(argv, g_strdup(daemon_path()));
+        g_ptr_array_add(argv, g_strdup_printf("--bus-address=%s", b->address));
+        for (const char *const *a = extra_args; a && *a; a++)
+                g_ptr_array_add(argv, g_strdup(*a));
+        g_ptr_array_add(argv, NULL);
+
+        g_spawn_async(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
+                      &d->pid, &error);
+        g_assert_no_error(error);
+        return d;
+}
+
+gboolean test_name_has_owner(TestBus *b) {
+        g_autoptr(GVariant) v = NULL;
+        gboolean owned = FALSE;
+
+        v = g_dbus_connection_call_sync(b->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                        "org.freedesktop.DBus", "NameHasOwner",
+                                        g_variant_new("(s)", TEST_BUS_NAME), G_VARIANT_TYPE("(b)"),
+                                        G_DBUS_CALL_FLAGS_NONE, 2000, NULL, NULL);
+        if (v)
+                g_variant_get(v, "(b)", &owned);
+        return owned;
+}
+
+gboolean test_daemon_wait(TestDaemon *d, guint timeout_ms) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        int status;
+
+        if (d->pid <= 0)
+                return TRUE;
+        for (;;) {
+                pid_t r = waitpid(d->pid, &status, WNOHANG);
+
+                if (r == d->pid) {
+                        d->exit_status = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+                        g_spawn_close_pid(d->pid);
+                        d->pid = 0;
+                        return TRUE;
+                }
+                if (g_get_monotonic_time() >= deadline)
+                        return FALSE;
+                g_usleep(5000); /* polling a child's exit: there is no fd to wait on here */
+        }
+}
+
+gboolean test_daemon_wait_for_name(TestDaemon *d, guint timeout_ms) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+
+        while (g_get_monotonic_time() < deadline) {
+                if (test_name_has_owner(d->bus))
+                        return TRUE;
+                if (test_daemon_wait(d, 0))
+                        return FALSE;
+                g_usleep(10000);
+        }
+        return FALSE;
+}
+
+TestDaemon *test_daemon_start(TestBus *b) {
+        TestDaemon *d = test_daemon_spawn(b, NULL, FALSE);
+
+        g_assert_true(test_daemon_wait_for_name(d, 10000));
+        return d;
+}
+
+int test_daemon_stop(TestDaemon *d) {
+        if (d->pid > 0) {
+                kill(d->pid, SIGTERM);
+                if (!test_daemon_wait(d, 5000)) {
+                        kill(d->pid, SIGKILL);
+                        g_assert_true(test_daemon_wait(d, 5000));
+                }
+        }
+        return d->exit_status;
+}
+
+void test_daemon_free(TestDaemon *d) {
+        if (!d)
+                return;
+        if (d->pid > 0) {
+                kill(d->pid, SIGKILL);
+                (void) test_daemon_wait(d, 5000);
+        }
+        if (d->notify_fd >= 0)
+                close(d->notify_fd);
+        if (d->notify_path)
+                unlink(d->notify_path);
+        g_free(d->notify_path);
+        g_free(d);
+}
+
+gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint timeout_ms) {
+        struct pollfd p = { .fd = d->notify_fd, .events = POLLIN };
+        ssize_t n;
+
+        if (poll(&p, 1, (int) timeout_ms) <= 0)
+                return FALSE;
+        n = recv(d->notify_fd, buf, size - 1, 0);
+        if (n < 0)
+                return FALSE;
+        buf[n] = 0;
+        return TRUE;
+}
+
+gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+
+        while (!cond(data)) {
+                if (g_get_monotonic_time() >= deadline)
+                        return FALSE;
+                if (!g_main_context_iteration(NULL, FALSE))
+                        g_usleep(2000);
+        }
+        return TRUE;
+}
+
+GVariant *test_call(TestBus *b, const char *path, const char *iface, const char *method,
+                    GVariant *params, const char *reply_type, GError **error) {
+        return g_dbus_connection_call_sync(b->conn, TEST_BUS_NAME, path, iface, method, params,
+                                           reply_type ? G_VARIANT_TYPE(reply_type) : NULL,
+                                           G_DBUS_CALL_FLAGS_NONE, 10000, NULL, error);
+}
+
+char *test_call_expect_error(TestBus *b, const char *path, const char *iface, const char *method,
+                             GVariant *params, const char *error_name) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) v = NULL;
+        g_autofree char *remote = NULL;
+
+        v = test_call(b, path, iface, method, params, NULL, &error);
+        g_assert_null(v);
+        g_assert_nonnull(error);
+        remote = g_dbus_error_get_remote_error(error);
+        if (g_strcmp0(remote, error_name) != 0)
+                g_error("%s: expected %s, got %s: %s", method, error_name, remote, error->message);
+        g_dbus_error_strip_remote_error(error);
+        return g_strdup(error->message);
+}
+
+GVariant *test_get_property(TestBus *b, const char *path, const char *iface, const char *name) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GVariant) v = NULL;
+        GVariant *inner;
+
+        v = g_dbus_connection_call_sync(b->conn, TEST_BUS_NAME, path,
+                                        "org.freedesktop.DBus.Properties", "Get",
+                                        g_variant_new("(ss)", iface, name), G_VARIANT_TYPE("(v)"),
+                                        G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+        g_assert_no_error(error);
+        g_variant_get(v, "(v)", &inner);
+        return inner;
+}
+
+guint32 test_get_u32(TestBus *b, const char *path, const char *iface, const char *name) {
+        g_autoptr(GVariant) v = test_get_property(b, path, iface, name);
+
+        g_assert_true(g_variant_is_of_type(v, G_VARIANT_TYPE_UINT32));
+        return g_variant_get_uint32(v);
+}
+
+guint64 test_get_u64(TestBus *b, const char *path, const char *iface, const char *name) {
+        g_autoptr(GVariant) v = test_get_property(b, path, iface, name);
+
+        g_assert_true(g_variant_is_of_type(v, G_VARIANT_TYPE_UINT64));
+        return g_variant_get_uint64(v);
+}
+
+static int make_addr(const char *addr, guint16 port, struct sockaddr_storage *ss, socklen_t *len) {
+        struct sockaddr_in *in = (struct sockaddr_in *) ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) ss;
+
+        memset(ss, 0, sizeof *ss);
+        if (inet_pton(AF_INET, addr, &in->sin_addr) == 1) {
+                in->sin_family = AF_INET;
+                in->sin_port = htons(port);
+                *len = sizeof *in;
+                return AF_INET;
+        }
+        g_assert_cmpint(inet_pton(AF_INET6, addr, &in6->sin6_addr), ==, 1);
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        *len = sizeof *in6;
+        return AF_INET6;
+}
+
+int test_tcp_listen(const char *addr, guint16 *ret_port) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int fd, one = 1, family;
+
+        family = make_addr(addr, 0, &ss, &len);
+        fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), ==, 0);
+        g_assert_cmpint(bind(fd, (struct sockaddr *) &ss, len), ==, 0);
+        g_assert_cmpint(listen(fd, 128), ==, 0);
+        len = sizeof ss;
+        g_assert_cmpint(getsockname(fd, (struct sockaddr *) &ss, &len), ==, 0);
+        *ret_port = ntohs(family == AF_INET ? ((struct sockaddr_in *) &ss)->sin_port
+                                            : ((struct sockaddr_in6 *) &ss)->sin6_port);
+        return fd;
+}
+
+int test_tcp_connect(const char *addr, guint16 port, guint timeout_ms) {
+        struct sockaddr_storage ss;
+        struct pollfd p;
+        socklen_t len;
+        int fd, family, err = 0;
+        socklen_t elen = sizeof err;
+
+        family = make_addr(addr, port, &ss, &len);
+        fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        g_assert_cmpint(fd, >=, 0);
+        if (connect(fd, (struct sockaddr *) &ss, len) < 0) {
+                if (errno != EINPROGRESS) {
+                        close(fd);
+                        return -errno;
+                }
+                p = (struct pollfd){ .fd = fd, .events = POLLOUT };
+                if (poll(&p, 1, (int) timeout_ms) <= 0) {
+                        close(fd);
+                        return -ETIMEDOUT;
+                }
+                (void) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+                if (err) {
+                        close(fd);
+                        return -err;
+                }
+        }
+        /* Blocking from here: tests read and write with poll() timeouts of their own. */
+        (void) fcntl(fd, F_SETFL, 0);
+        return fd;
+}
