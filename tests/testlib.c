@@ -308,3 +308,191 @@ int test_tcp_connect(const char *addr, guint16 port, guint timeout_ms) {
         (void) fcntl(fd, F_SETFL, 0);
         return fd;
 }
+
+struct TestEcho {
+        int proto;
+        int fd;
+        guint16 port;
+        char *tag;
+        GThread *thread;
+        GMutex lock;
+        GPtrArray *conns; /* of GThread, joined at free */
+        gboolean stopping;
+};
+
+typedef struct EchoConn {
+        TestEcho *echo;
+        int fd;
+} EchoConn;
+
+static gpointer echo_conn_thread(gpointer data) {
+        EchoConn *c = data;
+        char buf[65536];
+        size_t tag_len = c->echo->tag ? strlen(c->echo->tag) : 0;
+
+        for (;;) {
+                ssize_t n = read(c->fd, buf, sizeof buf);
+
+                if (n <= 0)
+                        break;
+                if (tag_len > 0 && write(c->fd, c->echo->tag, tag_len) != (ssize_t) tag_len)
+                        break;
+                for (ssize_t off = 0; off < n;) {
+                        ssize_t w = write(c->fd, buf + off, (size_t) (n - off));
+                        if (w <= 0)
+                                goto done;
+                        off += w;
+                }
+        }
+done:
+        close(c->fd);
+        g_free(c);
+        return NULL;
+}
+
+static gpointer echo_thread(gpointer data) {
+        TestEcho *e = data;
+
+        for (;;) {
+                struct pollfd p = { .fd = e->fd, .events = POLLIN };
+                gboolean stop;
+
+                (void) poll(&p, 1, 50);
+                g_mutex_lock(&e->lock);
+                stop = e->stopping;
+                g_mutex_unlock(&e->lock);
+                if (stop)
+                        break;
+                if (!(p.revents & POLLIN))
+                        continue;
+                if (e->proto == IPPROTO_TCP) {
+                        int fd = accept4(e->fd, NULL, NULL, SOCK_CLOEXEC);
+                        EchoConn *c;
+
+                        if (fd < 0)
+                                continue;
+                        c = g_new0(EchoConn, 1);
+                        c->echo = e;
+                        c->fd = fd;
+                        g_mutex_lock(&e->lock);
+                        g_ptr_array_add(e->conns, g_thread_new("echo-conn", echo_conn_thread, c));
+                        g_mutex_unlock(&e->lock);
+                } else {
+                        struct sockaddr_storage from;
+                        socklen_t len = sizeof from;
+                        char buf[65536 + 64];
+                        size_t tag_len = e->tag ? strlen(e->tag) : 0;
+                        ssize_t n;
+
+                        if (tag_len)
+                                memcpy(buf, e->tag, tag_len);
+                        n = recvfrom(e->fd, buf + tag_len, 65536, MSG_DONTWAIT,
+                                     (struct sockaddr *) &from, &len);
+                        if (n >= 0)
+                                (void) sendto(e->fd, buf, (size_t) n + tag_len, 0,
+                                              (struct sockaddr *) &from, len);
+                }
+        }
+        return NULL;
+}
+
+TestEcho *test_echo_new(int proto, const char *addr, guint16 port, const char *tag) {
+        TestEcho *e = g_new0(TestEcho, 1);
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int family, one = 1;
+
+        e->proto = proto;
+        e->tag = g_strdup(tag);
+        e->conns = g_ptr_array_new();
+        g_mutex_init(&e->lock);
+        family = make_addr(addr, port, &ss, &len);
+        e->fd = socket(family, (proto == IPPROTO_TCP ? SOCK_STREAM : SOCK_DGRAM) | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(e->fd, >=, 0);
+        (void) setsockopt(e->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (family == AF_INET6)
+                (void) setsockopt(e->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        g_assert_cmpint(bind(e->fd, (struct sockaddr *) &ss, len), ==, 0);
+        if (proto == IPPROTO_TCP)
+                g_assert_cmpint(listen(e->fd, 128), ==, 0);
+        len = sizeof ss;
+        g_assert_cmpint(getsockname(e->fd, (struct sockaddr *) &ss, &len), ==, 0);
+        e->port = ntohs(family == AF_INET ? ((struct sockaddr_in *) &ss)->sin_port
+                                          : ((struct sockaddr_in6 *) &ss)->sin6_port);
+        e->thread = g_thread_new("echo", echo_thread, e);
+        return e;
+}
+
+guint16 test_echo_port(TestEcho *e) {
+        return e->port;
+}
+
+void test_echo_free(TestEcho *e) {
+        if (!e)
+                return;
+        g_mutex_lock(&e->lock);
+        e->stopping = TRUE;
+        g_mutex_unlock(&e->lock);
+        g_thread_join(e->thread);
+        close(e->fd);
+        /* Connection threads end when their peer closes; tests close their clients first. */
+        for (guint i = 0; i < e->conns->len; i++)
+                g_thread_join(e->conns->pdata[i]);
+        g_ptr_array_free(e->conns, TRUE);
+        g_mutex_clear(&e->lock);
+        g_free(e->tag);
+        g_free(e);
+}
+
+static void set_timeouts(int fd) {
+        struct timeval tv = { .tv_sec = 10 };
+
+        (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+void test_roundtrip(int fd, const char *msg, const char *expect) {
+        size_t want = strlen(expect), got = 0;
+        char buf[4096];
+
+        g_assert_cmpuint(want, <, sizeof buf);
+        set_timeouts(fd);
+        g_assert_cmpint(write(fd, msg, strlen(msg)), ==, (ssize_t) strlen(msg));
+        while (got < want) {
+                ssize_t n = read(fd, buf + got, want - got);
+
+                g_assert_cmpint(n, >, 0);
+                got += (size_t) n;
+        }
+        buf[got] = 0;
+        g_assert_cmpstr(buf, ==, expect);
+}
+
+int test_udp_socket(const char *addr) {
+        struct sockaddr_storage ss;
+        socklen_t len;
+        int fd, family;
+
+        family = make_addr(addr, 0, &ss, &len);
+        fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        set_timeouts(fd);
+        return fd;
+}
+
+void test_udp_roundtrip(int fd, const char *addr, guint16 port, const char *msg, const char *expect) {
+        struct sockaddr_storage ss;
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        char buf[70000];
+        socklen_t len;
+        ssize_t n;
+
+        make_addr(addr, port, &ss, &len);
+        g_assert_cmpint(sendto(fd, msg, strlen(msg), 0, (struct sockaddr *) &ss, len), ==,
+                        (ssize_t) strlen(msg));
+        g_assert_cmpint(poll(&p, 1, 5000), ==, 1);
+        n = recv(fd, buf, sizeof buf - 1, 0);
+        g_assert_cmpint(n, >=, 0);
+        buf[n] = 0;
+        g_assert_cmpstr(buf, ==, expect);
+}

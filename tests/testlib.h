@@ -60,3 +60,15 @@ guint64 test_get_u64(TestBus *b, const char *path, const char *iface, const char
 /* Loopback helpers for tests that move bytes. */
 int test_tcp_listen(const char *addr, guint16 *ret_port);
 int test_tcp_connect(const char *addr, guint16 port, guint timeout_ms);
+
+/* A guest: an echo server on a loopback address, in a thread of the test (TCP: a thread per
+ * connection). Optionally prefixes every reply with a tag, so a test can tell guests apart. */
+typedef struct TestEcho TestEcho;
+TestEcho *test_echo_new(int proto, const char *addr, guint16 port, const char *tag);
+guint16 test_echo_port(TestEcho *e);
+void test_echo_free(TestEcho *e);
+
+/* Writes msg and reads back exactly strlen(expect) bytes, compared with expect. */
+void test_roundtrip(int fd, const char *msg, const char *expect);
+int test_udp_socket(const char *addr);
+void test_udp_roundtrip(int fd, const char *addr, guint16 port, const char *msg, const char *expect);
