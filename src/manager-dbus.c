@@ -22,7 +22,11 @@ struct ManagerDBus {
         ev_timer sessions_timer;
         ev_tstamp sessions_last;
         uint64_t active_announced;
+        unsigned n_pending; /* publish requests waiting for the caller's uid */
 };
+
+/* Callers can queue publish requests faster than the bus answers; bound what they may hold. */
+#define PUBLISH_PENDING_MAX 256U
 
 /* Errors */
 
@@ -247,6 +251,7 @@ static int read_options(sd_bus_message *message, const char *sandbox_id, PortOpt
 
 typedef struct PublishRequest {
         Manager *manager;
+        ManagerDBus *dbus; /* set while counted in dbus->n_pending */
         sd_bus_message *message;
         char *sandbox_id;
         SockaddrUnion guest4, guest6;
@@ -259,6 +264,8 @@ typedef struct PublishRequest {
 static PublishRequest *publish_request_free(PublishRequest *p) {
         if (!p)
                 return NULL;
+        if (p->dbus)
+                p->dbus->n_pending--;
         sd_bus_message_unref(p->message);
         free(p->sandbox_id);
         free(p->specs);
@@ -340,6 +347,7 @@ int manager_dbus_publish(sd_bus_message *message, Manager *m, const char *sandbo
         _cleanup_(publish_request_freep) PublishRequest *p = NULL;
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
         unsigned n_guest = 0;
+        ManagerDBus *d;
         int r;
 
         if (!sandbox_id_is_valid(sandbox_id))
@@ -388,6 +396,12 @@ int manager_dbus_publish(sd_bus_message *message, Manager *m, const char *sandbo
         }
 
         /* A new sandbox records who made it: ask the bus, without blocking the loop. */
+        d = m->userdata;
+        if (d->n_pending >= PUBLISH_PENDING_MAX)
+                return sd_bus_error_setf(
+                        error, PORTPUB_ERROR_LIMIT_EXCEEDED,
+                        "Cannot publish for sandbox '%s': %u publish requests are already waiting, try again",
+                        sandbox_id, d->n_pending);
         r = sd_bus_call_method_async(sd_bus_message_get_bus(message), &slot, "org.freedesktop.DBus",
                                      "/org/freedesktop/DBus", "org.freedesktop.DBus",
                                      "GetConnectionUnixUser", publish_owner_reply, p, "s",
@@ -396,6 +410,8 @@ int manager_dbus_publish(sd_bus_message *message, Manager *m, const char *sandbo
                 return r;
         /* The slot owns the request from here on, also when the bus goes away before the reply. */
         (void) sd_bus_slot_set_destroy_callback(slot, publish_request_destroy);
+        p->dbus = d;
+        d->n_pending++;
         TAKE_PTR(p);
         r = sd_bus_slot_set_floating(slot, 1);
         return r < 0 ? r : 1;

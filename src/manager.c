@@ -187,6 +187,15 @@ const char *port_guest_address(Port *p, char *buf, size_t size) {
         return sockaddr_format_ip(&a, buf, size);
 }
 
+static void log_port(Port *p, const char *what, const char *reason) {
+        char guest[INET6_ADDRSTRLEN];
+
+        log_info("%s %s '%s' port %u of sandbox '%s' (guest %s port %u)%s%s.", what, p->protocol,
+                 p->host_address, p->host_port, p->sandbox->id,
+                 port_guest_address(p, guest, sizeof guest), p->guest_port, reason ? ": " : "",
+                 reason ? reason : "");
+}
+
 uint64_t sandbox_active_sessions(Sandbox *s) {
         uint64_t n = 0;
 
@@ -718,8 +727,10 @@ int manager_publish(Manager *m, const char *sandbox_id, const SockaddrUnion *gue
         else if (set_guest && m->events && m->events->sandbox_changed)
                 m->events->sandbox_changed(m, s, "GuestAddresses");
         for (size_t i = 0; i < n; i++)
-                if (created[i])
+                if (created[i]) {
+                        log_port(created[i], "Published", NULL);
                         emit(m, m->events ? m->events->port_published : NULL, created[i]);
+                }
         if (n_created > 0 && m->events) {
                 if (!new_sandbox && m->events->sandbox_changed)
                         m->events->sandbox_changed(m, s, "Ports");
@@ -755,6 +766,7 @@ unbind:
 void manager_unpublish_port(Manager *m, Port *p, const char *reason) {
         Sandbox *s = p->sandbox;
 
+        log_port(p, "Unpublished", reason);
         if (m->events && m->events->port_unpublished)
                 m->events->port_unpublished(m, p, reason);
         port_free(p);
@@ -792,6 +804,7 @@ int manager_unpublish(Manager *m, Sandbox *s, const PortSpec *specs, size_t n, c
                 found[i] = p;
         }
         for (size_t i = 0; i < n; i++) {
+                log_port(found[i], "Unpublished", reason);
                 if (m->events && m->events->port_unpublished)
                         m->events->port_unpublished(m, found[i], reason);
                 port_free(found[i]);
@@ -805,6 +818,7 @@ int manager_unpublish(Manager *m, Sandbox *s, const PortSpec *specs, size_t n, c
 
 void manager_remove_sandbox(Manager *m, Sandbox *s, const char *reason) {
         while (s->ports) {
+                log_port(s->ports, "Unpublished", reason);
                 if (m->events && m->events->port_unpublished)
                         m->events->port_unpublished(m, s->ports, reason);
                 port_free(s->ports);
