@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -17,9 +19,14 @@ static const char *const level_names[] = {
 };
 
 void log_setup(void) {
-        /* JOURNAL_STREAM is "dev:ino" of the journal's stream; only trust it when it is our stderr. */
+        /* JOURNAL_STREAM is "dev:ino" of the journal's stream; it is inherited by children whose
+         * stderr may point elsewhere, so trust it only when it is our stderr. */
         const char *e = getenv("JOURNAL_STREAM");
-        to_journal = e && *e;
+        unsigned long long dev, ino;
+        struct stat st;
+
+        to_journal = e && sscanf(e, "%llu:%llu", &dev, &ino) == 2 && fstat(STDERR_FILENO, &st) == 0 &&
+                     (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
 }
 
 void log_set_max_level(int level) {
