@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -51,6 +52,11 @@ static const char *daemon_path(void) {
         return p;
 }
 
+/* A test that aborts must not leave its daemon behind holding meson's pipes open. */
+static void die_with_parent(gpointer data) {
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
 TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_auto(GStrv) envp = g_get_environ();
@@ -80,8 +86,8 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
                 g_ptr_array_add(argv, g_strdup(*a));
         g_ptr_array_add(argv, NULL);
 
-        g_spawn_async(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD, NULL, NULL,
-                      &d->pid, &error);
+        g_spawn_async(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent,
+                      NULL, &d->pid, &error);
         g_assert_no_error(error);
         return d;
 }

@@ -1,0 +1,797 @@
+/* portpubctl against the real daemon: specs and ranges, tables, show, errors, monitor */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "testlib.h"
+
+/* Generous: the sanitizer build runs every portpubctl under ASan too. */
+#define CTL_TIMEOUT_MS 20000
+
+typedef struct Fixture {
+        TestBus *bus;
+        TestDaemon *daemon;
+} Fixture;
+
+static void fixture_setup(Fixture *f, gconstpointer data) {
+        f->bus = test_bus_new();
+        f->daemon = test_daemon_start(f->bus);
+}
+
+static void fixture_teardown(Fixture *f, gconstpointer data) {
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        test_daemon_free(f->daemon);
+        test_bus_free(f->bus);
+}
+
+static GPtrArray *ctl_argv(Fixture *f, const char *const *args) {
+        GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
+        const char *ctl = g_getenv("PORTPUBCTL");
+
+        g_assert_nonnull(ctl);
+        g_ptr_array_add(argv, g_strdup(ctl));
+        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->bus->address));
+        for (const char *const *a = args; *a; a++)
+                g_ptr_array_add(argv, g_strdup(*a));
+        g_ptr_array_add(argv, NULL);
+        return argv;
+}
+
+/* Running portpubctl to its end */
+
+typedef struct Outcome {
+        gboolean done;
+        char *out, *err;
+        GError *error;
+} Outcome;
+
+static void on_communicated(GObject *source, GAsyncResult *res, gpointer data) {
+        Outcome *o = data;
+
+        g_subprocess_communicate_utf8_finish(G_SUBPROCESS(source), res, &o->out, &o->err, &o->error);
+        o->done = TRUE;
+}
+
+static gboolean outcome_done(gpointer data) {
+        return ((Outcome *) data)->done;
+}
+
+/* Runs portpubctl --address=BUS ARGS... with a bounded wait; returns the exit status, or minus
+ * the signal that ended it. stdout and stderr go to *ret_out and *ret_err (g_free them). */
+static int run_ctl(Fixture *f, char **ret_out, char **ret_err, const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, args);
+        g_autoptr(GSubprocess) proc = NULL;
+        g_autoptr(GError) error = NULL;
+        Outcome o = {};
+        int status;
+
+        proc = g_subprocess_newv((const char *const *) argv->pdata,
+                                 G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
+                                 &error);
+        g_assert_no_error(error);
+        /* Completes once the process exited and both pipes are drained. */
+        g_subprocess_communicate_utf8_async(proc, NULL, NULL, on_communicated, &o);
+        if (!test_wait_until(outcome_done, &o, CTL_TIMEOUT_MS)) {
+                g_subprocess_force_exit(proc);
+                (void) test_wait_until(outcome_done, &o, 5000);
+                g_error("portpubctl %s did not finish in time", args[0]);
+        }
+        g_assert_no_error(o.error);
+        g_assert_true(g_subprocess_wait(proc, NULL, &error));
+        status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc)
+                                                  : -g_subprocess_get_term_sig(proc);
+        if (ret_out)
+                *ret_out = o.out;
+        else
+                g_free(o.out);
+        if (ret_err)
+                *ret_err = o.err;
+        else
+                g_free(o.err);
+        return status;
+}
+
+#define CTL_ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
+
+/* Runs portpubctl, asserts its exit status, and returns its stdout; stderr must be empty on
+ * success. Prints both when the status is not the expected one. */
+static char *ctl_expect(Fixture *f, int expect, char **ret_err, const char *const *args) {
+        char *out = NULL, *err = NULL;
+        int status = run_ctl(f, &out, &err, args);
+
+        if (status != expect) {
+                /* On stderr: stdout is the TAP stream. */
+                g_printerr("portpubctl %s: stdout:\n%s\nstderr:\n%s\n", args[0], out, err);
+                g_error("portpubctl %s: exit status %d, expected %d", args[0], status, expect);
+        }
+        if (expect == 0)
+                g_assert_cmpstr(err, ==, "");
+        if (ret_err)
+                *ret_err = err;
+        else
+                g_free(err);
+        return out;
+}
+
+#define ctl_ok(f, ...) ctl_expect(f, 0, NULL, CTL_ARGS(__VA_ARGS__))
+
+/* portpubctl running in the background: monitor, publish --bind-to-caller */
+
+typedef struct Bg {
+        GSubprocess *proc;
+        GDataInputStream *lines;
+        GString *out;
+        gboolean eof;
+        gboolean exited;
+} Bg;
+
+static void on_line(GObject *source, GAsyncResult *res, gpointer data) {
+        Bg *bg = data;
+        g_autoptr(GError) error = NULL;
+        char *line;
+
+        line = g_data_input_stream_read_line_finish_utf8(G_DATA_INPUT_STREAM(source), res, NULL,
+                                                         &error);
+        if (!line) {
+                bg->eof = TRUE;
+                return;
+        }
+        g_string_append(bg->out, line);
+        g_string_append_c(bg->out, '\n');
+        g_free(line);
+        g_data_input_stream_read_line_async(bg->lines, G_PRIORITY_DEFAULT, NULL, on_line, bg);
+}
+
+static Bg *bg_start(Fixture *f, const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, args);
+        g_autoptr(GError) error = NULL;
+        Bg *bg = g_new0(Bg, 1);
+
+        /* stderr goes to the test's log: a sanitizer report there says what went wrong. */
+        bg->proc = g_subprocess_newv((const char *const *) argv->pdata,
+                                     G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+        g_assert_no_error(error);
+        bg->out = g_string_new(NULL);
+        bg->lines = g_data_input_stream_new(g_subprocess_get_stdout_pipe(bg->proc));
+        g_data_input_stream_read_line_async(bg->lines, G_PRIORITY_DEFAULT, NULL, on_line, bg);
+        return bg;
+}
+
+typedef struct BgWant {
+        Bg *bg;
+        const char *text;
+} BgWant;
+
+static gboolean bg_has_text(gpointer data) {
+        BgWant *w = data;
+
+        return strstr(w->bg->out->str, w->text) != NULL;
+}
+
+/* Waits until the output holds text; fails the test with the output so far if it does not. */
+static void bg_wait_for(Bg *bg, const char *text) {
+        BgWant w = { bg, text };
+
+        if (!test_wait_until(bg_has_text, &w, CTL_TIMEOUT_MS)) {
+                g_printerr("portpubctl's output so far:\n%s\n", bg->out->str);
+                g_error("no '%s' from portpubctl", text);
+        }
+}
+
+static void on_bg_exited(GObject *source, GAsyncResult *res, gpointer data) {
+        Bg *bg = data;
+
+        (void) g_subprocess_wait_finish(G_SUBPROCESS(source), res, NULL);
+        bg->exited = TRUE;
+}
+
+static gboolean bg_done(gpointer data) {
+        Bg *bg = data;
+
+        return bg->exited && bg->eof;
+}
+
+/* Sends SIGTERM to the process this test started and returns its exit status (or -signal). */
+static int bg_stop(Bg *bg) {
+        int status;
+
+        g_subprocess_send_signal(bg->proc, SIGTERM);
+        g_subprocess_wait_async(bg->proc, NULL, on_bg_exited, bg);
+        if (!test_wait_until(bg_done, bg, CTL_TIMEOUT_MS)) {
+                g_subprocess_force_exit(bg->proc);
+                (void) test_wait_until(bg_done, bg, 5000);
+                g_error("portpubctl did not end on SIGTERM");
+        }
+        status = g_subprocess_get_if_exited(bg->proc) ? g_subprocess_get_exit_status(bg->proc)
+                                                      : -g_subprocess_get_term_sig(bg->proc);
+        return status;
+}
+
+static void bg_free(Bg *bg) {
+        g_object_unref(bg->lines);
+        g_object_unref(bg->proc);
+        g_string_free(bg->out, TRUE);
+        g_free(bg);
+}
+
+/* Ports */
+
+static gboolean tcp_port_free(const char *addr, guint16 port) {
+        struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(port) };
+        struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+        gboolean v6 = strchr(addr, ':') != NULL;
+        int fd, one = 1, r;
+
+        if (v6)
+                g_assert_cmpint(inet_pton(AF_INET6, addr, &in6.sin6_addr), ==, 1);
+        else
+                g_assert_cmpint(inet_pton(AF_INET, addr, &in.sin_addr), ==, 1);
+        fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return v6; /* no IPv6 here: the daemon binds 127.0.0.1 alone */
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (v6) {
+                (void) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+                r = bind(fd, (struct sockaddr *) &in6, sizeof in6);
+                if (r < 0 && errno == EADDRNOTAVAIL)
+                        r = 0;
+        } else
+                r = bind(fd, (struct sockaddr *) &in, sizeof in);
+        close(fd);
+        return r == 0;
+}
+
+/* n consecutive TCP ports free on 127.0.0.1 and ::1. They are looked for outside the ephemeral
+ * range, where other programs' connections (and their TIME_WAIT remains) take ports at random. */
+static guint16 find_free_ports(guint n) {
+        unsigned low = 32768, high = 60999, first, last;
+        g_autofree char *range = NULL;
+
+        if (g_file_get_contents("/proc/sys/net/ipv4/ip_local_port_range", &range, NULL, NULL))
+                (void) sscanf(range, "%u %u", &low, &high);
+        if (low >= 10000 + 1000) {
+                first = 10000;
+                last = low - n;
+        } else {
+                first = high + 1;
+                last = 65536 - n;
+        }
+        g_assert_cmpuint(first, <, last);
+
+        for (int attempt = 0; attempt < 500; attempt++) {
+                guint16 base = (guint16) g_random_int_range((gint32) first, (gint32) last);
+                gboolean ok = TRUE;
+
+                for (guint i = 0; ok && i < n; i++)
+                        ok = tcp_port_free("127.0.0.1", (guint16) (base + i)) &&
+                             tcp_port_free("::1", (guint16) (base + i));
+                if (ok)
+                        return base;
+        }
+        g_error("found no %u consecutive free ports", n);
+}
+
+static void roundtrip_via(const char *addr, guint16 port, const char *msg, const char *expect) {
+        int fd = test_tcp_connect(addr, port, 5000);
+
+        g_assert_cmpint(fd, >=, 0);
+        test_roundtrip(fd, msg, expect);
+        close(fd);
+}
+
+static guint32 n_ports(Fixture *f) {
+        return test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NPorts");
+}
+
+static guint32 n_sandboxes(Fixture *f) {
+        return test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NSandboxes");
+}
+
+/* Lines of out, without the empty one after the last newline. */
+static GStrv split_lines(const char *out) {
+        GStrv lines = g_strsplit(out, "\n", -1);
+        guint n = g_strv_length(lines);
+
+        g_assert_cmpuint(n, >, 0);
+        g_assert_cmpstr(lines[n - 1], ==, "");
+        g_free(lines[n - 1]);
+        lines[n - 1] = NULL;
+        return lines;
+}
+
+/* One line of "publish" output: "tcp localhost:PORT -> GUEST (/io/portpub/Publisher1/port/N)",
+ * where prefix is "tcp localhost". */
+static void parse_published(const char *line, const char *prefix, guint16 *ret_host,
+                            guint16 *ret_guest) {
+        size_t n = strlen(prefix);
+        unsigned serial;
+        int end = -1;
+
+        if (strncmp(line, prefix, n) != 0 || line[n] != ':' ||
+            sscanf(line + n + 1, "%hu -> %hu (/io/portpub/Publisher1/port/%u)%n", ret_host,
+                   ret_guest, &serial, &end) != 3 ||
+            end != (int) strlen(line + n + 1))
+                g_error("unexpected publish output line '%s'", line);
+        g_assert_cmpuint(*ret_host, !=, 0);
+}
+
+/* Asserts that text has line as one of its lines. */
+static void assert_has_line(const char *text, const char *line) {
+        g_autofree char *all = g_strconcat("\n", text, NULL);
+        g_autofree char *want = g_strconcat("\n", line, "\n", NULL);
+
+        if (!strstr(all, want)) {
+                g_printerr("%s\n", text);
+                g_error("no line '%s' in the output above", line);
+        }
+}
+
+static gboolean no_active_sessions(gpointer data) {
+        Fixture *f = data;
+
+        return test_get_u64(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "ActiveSessions") == 0;
+}
+
+/* Tests */
+
+static void test_help_and_version(Fixture *f, gconstpointer data) {
+        g_autofree char *help = ctl_ok(f, "--help");
+        g_autofree char *version = ctl_ok(f, "--version");
+
+        g_assert_nonnull(strstr(help, "publish SANDBOX SPEC"));
+        g_assert_nonnull(strstr(help, "--bind-to-caller"));
+        g_assert_cmpstr(version, ==, "portpubctl " PACKAGE_VERSION "\n");
+}
+
+static void test_bad_command_lines(Fixture *f, gconstpointer data) {
+        static const char *const bad_specs[] = {
+                "80:abc",
+                "8000-8002:9000-9001",
+                "::1:80:80",
+                "80:80/sctp",
+                "host:80:80",
+                "70000:80",
+                "80:0",
+                "[127.0.0.1]:80:80",
+                "80",
+                "1:2:3:4",
+                "9000-8000:1-1001",
+                "[::1:80:80",
+                "0-2:9000-9002",
+                "",
+        };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(bad_specs); i++) {
+                g_autofree char *err = NULL, *out = NULL;
+                g_autofree char *quoted = g_strdup_printf("'%s'", bad_specs[i]);
+
+                out = ctl_expect(f, 2, &err, CTL_ARGS("publish", "web", "8080:80", bad_specs[i]));
+                g_assert_cmpstr(out, ==, "");
+                if (!g_str_has_prefix(err, "portpubctl: Invalid port spec ") || !strstr(err, quoted))
+                        g_error("spec %s: unexpected message '%s'", quoted, err);
+        }
+
+        /* Unpublish specs have no guest port. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out = ctl_expect(f, 2, &err, CTL_ARGS("unpublish", "web", "80:80"));
+
+                g_assert_nonnull(strstr(err, "'80:80'"));
+        }
+        /* Ranges are expanded here, up to the daemon's 1024 per call. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out =
+                        ctl_expect(f, 2, &err,
+                                   CTL_ARGS("publish", "web", "1000-2023:3000-4023", "5000:5000"));
+
+                g_assert_nonnull(strstr(err, "1024"));
+                g_assert_nonnull(strstr(err, "'5000:5000'"));
+        }
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out = ctl_expect(f, 2, &err, CTL_ARGS("frobnicate"));
+
+                g_assert_nonnull(strstr(err, "'frobnicate'"));
+        }
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out = ctl_expect(f, 2, &err, CTL_ARGS("list", "--guest=127.0.0.1"));
+
+                g_assert_nonnull(strstr(err, "publish"));
+        }
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out =
+                        ctl_expect(f, 2, &err,
+                                   CTL_ARGS("publish", "web", "0:80", "--max-sessions=lots"));
+
+                g_assert_nonnull(strstr(err, "'lots'"));
+        }
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out = ctl_expect(f, 2, &err, CTL_ARGS("publish", "web"));
+
+                g_assert_nonnull(strstr(err, "Too few arguments"));
+        }
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *out = ctl_expect(f, 2, &err, CTL_ARGS("show", "8000-8001"));
+
+                g_assert_nonnull(strstr(err, "'8000-8001'"));
+        }
+        /* Nothing reached the daemon. */
+        g_assert_cmpuint(n_sandboxes(f), ==, 0);
+}
+
+static void test_publish_list_show(Fixture *f, gconstpointer data) {
+        guint16 guest_base = find_free_ports(3);
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, "e:");
+        TestEcho *guests[3];
+        g_autofree char *spec1 = NULL, *spec2 = NULL, *out = NULL, *list = NULL, *bare = NULL,
+                        *show = NULL, *manager = NULL, *sandboxes = NULL, *expect = NULL;
+        g_auto(GStrv) lines = NULL, rows = NULL;
+        guint16 host_base, hp, gp, kernel_port;
+
+        for (guint i = 0; i < 3; i++) {
+                g_autofree char *tag = g_strdup_printf("g%u:", i);
+
+                guests[i] = test_echo_new(IPPROTO_TCP, "127.0.0.1", (guint16) (guest_base + i), tag);
+        }
+        host_base = find_free_ports(3);
+        spec1 = g_strdup_printf("0:%u/tcp", test_echo_port(echo));
+        spec2 = g_strdup_printf("%u-%u:%u-%u", host_base, host_base + 2, guest_base, guest_base + 2);
+
+        out = ctl_ok(f, "publish", "web", spec1, spec2, "--guest=127.0.0.1");
+        lines = split_lines(out);
+        g_assert_cmpuint(g_strv_length(lines), ==, 4);
+        parse_published(lines[0], "tcp localhost", &kernel_port, &gp);
+        g_assert_cmpuint(gp, ==, test_echo_port(echo));
+        for (guint i = 0; i < 3; i++) {
+                parse_published(lines[1 + i], "tcp localhost", &hp, &gp);
+                g_assert_cmpuint(hp, ==, host_base + i);
+                g_assert_cmpuint(gp, ==, guest_base + i);
+        }
+        g_assert_cmpuint(n_ports(f), ==, 4);
+
+        /* The printed ports reach their guests, on both loopback families. */
+        roundtrip_via("127.0.0.1", kernel_port, "hello", "e:hello");
+        roundtrip_via("::1", kernel_port, "hi", "e:hi");
+        for (guint i = 0; i < 3; i++) {
+                g_autofree char *expect_reply = g_strdup_printf("g%u:ping", i);
+
+                roundtrip_via("127.0.0.1", (guint16) (host_base + i), "ping", expect_reply);
+        }
+
+        /* The sessions end a moment after the clients closed: counters are final after that. */
+        g_assert_true(test_wait_until(no_active_sessions, f, 5000));
+
+        /* The table: a header, one row per port sorted by port, a footer. */
+        list = ctl_ok(f, "list");
+        rows = split_lines(list);
+        g_assert_cmpuint(g_strv_length(rows), ==, 7);
+        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +LISTEN +GUEST +STATE +ACTIVE +TOTAL "
+                                           "+BYTES-IN +BYTES-OUT$",
+                                           rows[0], 0, 0));
+        g_assert_cmpstr(rows[5], ==, "");
+        g_assert_cmpstr(rows[6], ==, "4 ports listed.");
+        g_strfreev(rows);
+
+        /* Without the legend: rows only, and the counters of the traffic above. */
+        bare = ctl_ok(f, "--no-legend", "list");
+        rows = split_lines(bare);
+        g_assert_cmpuint(g_strv_length(rows), ==, 4);
+        for (guint i = 0; i < 4; i++) {
+                g_auto(GStrv) col = g_regex_split_simple(" +", rows[i], 0, 0);
+                g_autofree char *guest = NULL;
+                unsigned port;
+                int end = -1;
+
+                g_assert_cmpuint(g_strv_length(col), ==, 9);
+                g_assert_cmpstr(col[0], ==, "web");
+                g_assert_cmpstr(col[1], ==, "tcp");
+                g_assert_cmpint(sscanf(col[2], "localhost:%u%n", &port, &end), ==, 1);
+                g_assert_cmpint(end, ==, (int) strlen(col[2]));
+                g_assert_cmpstr(col[4], ==, "listening");
+                g_assert_cmpstr(col[5], ==, "0");
+                if (port == kernel_port) {
+                        guest = g_strdup_printf("127.0.0.1:%u", test_echo_port(echo));
+                        /* Two sessions: "hello" and "hi" in, each echoed with "e:". */
+                        g_assert_cmpstr(col[6], ==, "2");
+                        g_assert_cmpstr(col[7], ==, "7");
+                        g_assert_cmpstr(col[8], ==, "11");
+                } else {
+                        g_assert_cmpuint(port, >=, host_base);
+                        g_assert_cmpuint(port, <=, host_base + 2);
+                        guest = g_strdup_printf("127.0.0.1:%u", guest_base + port - host_base);
+                        g_assert_cmpstr(col[6], ==, "1");
+                        g_assert_cmpstr(col[7], ==, "4");
+                        g_assert_cmpstr(col[8], ==, "7");
+                }
+                g_assert_cmpstr(col[3], ==, guest);
+                /* Sorted by port. */
+                if (i > 0) {
+                        unsigned prev;
+
+                        g_assert_cmpint(sscanf(strchr(rows[i - 1], ':') + 1, "%u", &prev), ==, 1);
+                        g_assert_cmpuint(prev, <, port);
+                }
+        }
+        g_strfreev(rows);
+        rows = NULL;
+
+        /* list SANDBOX filters. */
+        {
+                g_autofree char *none = ctl_ok(f, "list", "other");
+
+                g_assert_cmpstr(none, ==, "No ports published.\n");
+        }
+
+        /* show: the port's properties as Name=value lines. */
+        {
+                g_autofree char *port = g_strdup_printf("%u", host_base + 1);
+
+                show = ctl_ok(f, "show", port);
+        }
+        assert_has_line(show, "Sandbox=web");
+        assert_has_line(show, "Protocol=tcp");
+        assert_has_line(show, "HostAddress=");
+        expect = g_strdup_printf("HostPort=%u", host_base + 1);
+        assert_has_line(show, expect);
+        g_free(expect);
+        expect = g_strdup_printf("GuestPort=%u", guest_base + 1);
+        assert_has_line(show, expect);
+        g_free(expect);
+        expect = g_strdup_printf("ListenAddresses=127.0.0.1:%u [::1]:%u", host_base + 1,
+                                 host_base + 1);
+        assert_has_line(show, expect);
+        assert_has_line(show, "GuestAddress=127.0.0.1");
+        assert_has_line(show, "State=listening");
+        assert_has_line(show, "TotalSessions=1");
+        assert_has_line(show, "BytesToGuest=4");
+        assert_has_line(show, "MaxSessions=4096");
+        g_free(show);
+        {
+                g_autofree char *port = g_strdup_printf("localhost:%u/tcp", kernel_port);
+
+                show = ctl_ok(f, "show", port);
+        }
+        assert_has_line(show, "TotalSessions=2");
+
+        /* show without a port: the daemon's own properties. */
+        manager = ctl_ok(f, "show");
+        assert_has_line(manager, "Version=" PACKAGE_VERSION);
+        assert_has_line(manager, "NPorts=4");
+
+        sandboxes = ctl_ok(f, "--no-legend", "sandboxes");
+        g_assert_true(g_regex_match_simple("^web +4 127\\.0\\.0\\.1\n$", sandboxes, 0, 0));
+
+        for (guint i = 0; i < 3; i++)
+                test_echo_free(guests[i]);
+        test_echo_free(echo);
+}
+
+static void test_options_and_forms(Fixture *f, gconstpointer data) {
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, NULL);
+        TestEcho *uecho = test_echo_new(IPPROTO_UDP, "127.0.0.1", 0, "u:");
+        g_autofree char *tspec = g_strdup_printf("[::1]:0:%u", test_echo_port(echo));
+        g_autofree char *uspec = g_strdup_printf("127.0.0.1:0:%u/udp", test_echo_port(uecho));
+        g_autofree char *out = NULL, *show = NULL, *list = NULL, *row = NULL;
+        g_auto(GStrv) lines = NULL;
+        guint16 tport, uport, gp;
+        int fd;
+
+        out = ctl_ok(f, "publish", "forms", tspec, uspec, "--guest=127.0.0.1", "--max-sessions=7",
+                     "--idle-timeout=30");
+        lines = split_lines(out);
+        g_assert_cmpuint(g_strv_length(lines), ==, 2);
+        parse_published(lines[0], "tcp [::1]", &tport, &gp);
+        parse_published(lines[1], "udp 127.0.0.1", &uport, &gp);
+
+        roundtrip_via("::1", tport, "six", "six");
+        fd = test_udp_socket("127.0.0.1");
+        test_udp_roundtrip(fd, "127.0.0.1", uport, "dgram", "u:dgram");
+        close(fd);
+
+        {
+                g_autofree char *port = g_strdup_printf("[::1]:%u", tport);
+
+                show = ctl_ok(f, "show", port);
+        }
+        assert_has_line(show, "MaxSessions=7");
+        assert_has_line(show, "IdleTimeoutUSec=30000000");
+        g_assert_nonnull(strstr(show, "\nListenAddresses=[::1]:"));
+
+        list = ctl_ok(f, "--no-legend", "list");
+        row = g_strdup_printf("forms udp 127.0.0.1:%u", uport);
+        g_assert_nonnull(strstr(list, row));
+        g_free(row);
+        row = g_strdup_printf("forms tcp [::1]:%u", tport);
+        g_assert_nonnull(strstr(list, row));
+
+        /* A proxy header is for TCP: the daemon says so, naming the port; nothing changes. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *o =
+                        ctl_expect(f, 1, &err,
+                                   CTL_ARGS("publish", "forms", "0:53/udp", "--proxy-protocol=v1"));
+
+                g_assert_true(g_str_has_prefix(err, "portpubctl: "));
+                g_assert_nonnull(strstr(err, "ProxyProtocol"));
+                g_assert_cmpuint(n_ports(f), ==, 2);
+        }
+
+        test_echo_free(echo);
+        test_echo_free(uecho);
+}
+
+static void test_unpublish_set_guest_remove(Fixture *f, gconstpointer data) {
+        guint16 base = find_free_ports(4);
+        g_autofree char *spec = g_strdup_printf("%u-%u:%u-%u", base, base + 3, 9000, 9003);
+        g_autofree char *range = g_strdup_printf("%u-%u/tcp", base, base + 1);
+        g_autofree char *one = g_strdup_printf("localhost:%u", base + 2);
+        g_autofree char *out = NULL, *list = NULL, *sandboxes = NULL;
+        g_autofree char *row = NULL;
+
+        out = ctl_ok(f, "publish", "gone", spec, "--guest=127.0.0.1");
+        g_assert_cmpuint(n_ports(f), ==, 4);
+
+        g_free(ctl_ok(f, "unpublish", "gone", range, one));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_cmpint(test_tcp_connect("127.0.0.1", base, 2000), ==, -ECONNREFUSED);
+        list = ctl_ok(f, "--no-legend", "list");
+        row = g_strdup_printf("gone tcp localhost:%u ", base + 3);
+        g_assert_true(g_str_has_prefix(list, row));
+
+        /* Unpublishing what is not published: the daemon's NoSuchPort, nothing changes. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *port = g_strdup_printf("%u", base + 3);
+                g_autofree char *o = ctl_expect(f, 1, &err, CTL_ARGS("unpublish", "gone", port, "1"));
+
+                g_assert_true(g_str_has_prefix(err, "portpubctl: "));
+                g_assert_nonnull(strstr(err, "'gone'"));
+                g_assert_nonnull(strstr(err, "port 1\n"));
+                g_assert_cmpuint(n_ports(f), ==, 1);
+        }
+
+        g_free(ctl_ok(f, "set-guest", "gone", "127.0.0.1", "::1"));
+        sandboxes = ctl_ok(f, "sandboxes");
+        g_assert_true(g_regex_match_simple("^SANDBOX +PORTS +GUEST-ADDRESSES\n"
+                                           "gone +1 127\\.0\\.0\\.1,::1\n\n"
+                                           "1 sandbox listed\\.\n$",
+                                           sandboxes, 0, 0));
+
+        g_free(ctl_ok(f, "remove", "gone"));
+        g_assert_cmpuint(n_sandboxes(f), ==, 0);
+        g_assert_cmpuint(n_ports(f), ==, 0);
+        g_free(sandboxes);
+        sandboxes = ctl_ok(f, "sandboxes");
+        g_assert_cmpstr(sandboxes, ==, "No sandboxes.\n");
+        g_free(list);
+        list = ctl_ok(f, "list");
+        g_assert_cmpstr(list, ==, "No ports published.\n");
+}
+
+static void test_daemon_errors(Fixture *f, gconstpointer data) {
+        g_autofree char *daemon_msg = NULL, *expect = NULL, *err = NULL, *out = NULL;
+        g_autofree char *taken = NULL, *free_spec = NULL;
+        guint16 base = find_free_ports(2);
+
+        /* The daemon's own message, word for word, and exit status 1. */
+        daemon_msg = test_call_expect_error(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE,
+                                            "RemoveSandbox", g_variant_new("(s)", "nosuch"),
+                                            TEST_ERROR_PREFIX "NoSuchSandbox");
+        out = ctl_expect(f, 1, &err, CTL_ARGS("remove", "nosuch"));
+        expect = g_strdup_printf("portpubctl: %s\n", daemon_msg);
+        g_assert_cmpstr(err, ==, expect);
+        g_assert_cmpstr(out, ==, "");
+        g_free(err);
+        g_free(out);
+
+        /* A port another sandbox holds: PortInUse names it, and the call publishes nothing. */
+        taken = g_strdup_printf("%u:80", base);
+        free_spec = g_strdup_printf("%u:80", base + 1);
+        g_free(ctl_ok(f, "publish", "first", taken, "--guest=127.0.0.1"));
+        out = ctl_expect(f, 1, &err,
+                         CTL_ARGS("publish", "second", free_spec, taken, "--guest=127.0.0.1"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: "));
+        g_assert_nonnull(strstr(err, "'first'"));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_true(tcp_port_free("127.0.0.1", (guint16) (base + 1)));
+        g_free(err);
+        g_free(out);
+
+        /* Unknown port for show: the daemon's NoSuchPort. */
+        out = ctl_expect(f, 1, &err, CTL_ARGS("show", "1/udp"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: "));
+        g_assert_nonnull(strstr(err, "udp"));
+        g_free(err);
+        g_free(out);
+
+        /* No daemon on the bus at all. */
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        out = ctl_expect(f, 1, &err, CTL_ARGS("list"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: "));
+        g_assert_nonnull(strstr(err, TEST_BUS_NAME));
+        /* Restarted so that the teardown finds a daemon to stop. */
+        test_daemon_free(f->daemon);
+        f->daemon = test_daemon_start(f->bus);
+}
+
+static void test_monitor(Fixture *f, gconstpointer data) {
+        Bg *mon = bg_start(f, CTL_ARGS("monitor"));
+        g_autofree char *out = NULL, *line = NULL, *port = NULL;
+        g_auto(GStrv) lines = NULL;
+        guint16 hp, gp;
+
+        /* The first line comes once the subscription is in place. */
+        bg_wait_for(mon, "Monitoring io.portpub.Publisher1; press Ctrl-C to stop.\n");
+
+        out = ctl_ok(f, "publish", "mon", "127.0.0.1:0:80", "--guest=127.0.0.1");
+        lines = split_lines(out);
+        parse_published(lines[0], "tcp 127.0.0.1", &hp, &gp);
+
+        bg_wait_for(mon, "SandboxNew mon /io/portpub/Publisher1/sandbox/mon\n");
+        line = g_strdup_printf("PortPublished mon tcp 127.0.0.1:%u /io/portpub/Publisher1/port/", hp);
+        bg_wait_for(mon, line);
+        g_free(line);
+
+        port = g_strdup_printf("127.0.0.1:%u", hp);
+        g_free(ctl_ok(f, "unpublish", "mon", port));
+        line = g_strdup_printf("PortUnpublished mon tcp 127.0.0.1:%u /io/portpub/Publisher1/port/",
+                               hp);
+        bg_wait_for(mon, line);
+        bg_wait_for(mon, " reason=request\n");
+
+        g_free(ctl_ok(f, "remove", "mon"));
+        bg_wait_for(mon, "SandboxRemoved mon /io/portpub/Publisher1/sandbox/mon\n");
+
+        /* SIGTERM ends it cleanly (and, under ASan, with its leak check). */
+        g_assert_cmpint(bg_stop(mon), ==, 0);
+        bg_free(mon);
+}
+
+static gboolean no_ports(gpointer data) {
+        return n_ports(data) == 0;
+}
+
+static void test_bind_to_caller(Fixture *f, gconstpointer data) {
+        Bg *b2c = bg_start(f, CTL_ARGS("publish", "b2c", "0:80", "--guest=127.0.0.1",
+                                       "--bind-to-caller"));
+
+        /* It prints the ports and stays, holding them. */
+        bg_wait_for(b2c, "tcp localhost:");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_false(b2c->eof);
+
+        g_assert_cmpint(bg_stop(b2c), ==, 0);
+        bg_free(b2c);
+        /* Its connection is gone: the daemon drops the ports (reason caller-vanished). */
+        if (!test_wait_until(no_ports, f, 5000))
+                g_test_skip("the daemon keeps BindToCaller ports after their caller left");
+}
+
+int main(int argc, char **argv) {
+        g_test_init(&argc, &argv, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+#define ADD(name, fn)                                                                              \
+        g_test_add("/portpubctl/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+        ADD("help-and-version", test_help_and_version);
+        ADD("bad-command-lines", test_bad_command_lines);
+        ADD("publish-list-show", test_publish_list_show);
+        ADD("options-and-forms", test_options_and_forms);
+        ADD("unpublish-set-guest-remove", test_unpublish_set_guest_remove);
+        ADD("daemon-errors", test_daemon_errors);
+        ADD("monitor", test_monitor);
+        ADD("bind-to-caller", test_bind_to_caller);
+#undef ADD
+        return g_test_run();
+}
