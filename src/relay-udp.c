@@ -49,6 +49,8 @@
  *   dropped and counted the same way, the relay reports RELAY_PAUSED "Too many open files"
  *   until it creates a session again or one of its sessions ends. Nothing spins: the refused
  *   datagram has been read. Logs about refused datagrams are rate-limited.
+ *   A new client whose session cannot even be opened toward the guest (no guest address of
+ *   any family, no route to it) has its datagram dropped and counted in stats->failed.
  *   Sends that would block drop the datagram, as a congested network would: nothing is queued
  *   beyond the kernel's socket buffers.
  *
@@ -56,20 +58,26 @@
  *   All relays of the process share one pool of UDP_BATCH slots of 64 KiB, so that any
  *   datagram (65507 bytes over IPv4, 65527 over IPv6) arrives whole. It is allocated with the
  *   first relay and freed with the last; a slot's pages become resident only as far as
- *   datagrams reach, so small traffic keeps about UDP_BATCH pages.
- *   Client to guest: each recvmmsg() fills the free slots; consecutive datagrams of one
- *   session leave with one sendmmsg() on its socket, straight from the slots.
- *   Guest to client: a session's recvmmsg() fills free slots, which are queued as replies
- *   (the client's address and pktinfo copied beside each), and one ev_prepare watcher sends
- *   the whole queue with sendmmsg() on the listeners right before the loop sleeps: the
- *   replies of every session that woke in one iteration leave in one system call. The queue
- *   is flushed early when the pool runs short of slots, and when a relay is freed.
+ *   datagrams reach, so small traffic keeps about UDP_BATCH pages. Every event handler reads
+ *   into the pool and sends everything out again before it returns: nothing stays there.
+ *   Client to guest: one recvmmsg() reads up to UDP_BATCH datagrams of a listener; each run of
+ *   consecutive datagrams of one client goes out in one call on its session's socket.
+ *   Guest to client: a session's recvmmsg() reads its replies, which go back in one call on
+ *   the listener, to the client's address and with its pktinfo. Replies are not held back to
+ *   be batched with other sessions' replies: on request/response traffic the latency costs
+ *   more than the system calls it saves.
+ *   "One call": a run of datagrams of equal size (the last may be shorter) leaves as a single
+ *   UDP GSO send (UDP_SEGMENT), one trip through the stack for up to 64 datagrams that the
+ *   receiving socket or device cuts apart again; anything else leaves with sendmmsg(). A path
+ *   that refuses GSO (no checksum offload, datagrams above its MTU) is remembered per session
+ *   and direction and gets sendmmsg() from then on.
  *   The pool has no lock: all relays must run on one thread (portpubd has only one).
  */
 
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -94,6 +102,9 @@
 #define UDP_RX_ROUNDS 4
 #define UDP_LOG_INTERVAL 1.0
 #define UDP_IDLE_TIMEOUT_MAX (365.0 * 24 * 3600)
+/* Limits of one UDP GSO send: the kernel's segment cap (UDP_MAX_SEGMENTS) and one IP packet. */
+#define UDP_GSO_MAX_SEGMENTS 64U
+#define UDP_GSO_MAX_BYTES 65000U
 
 typedef union UdpAddr {
         struct sockaddr sa;
@@ -101,15 +112,14 @@ typedef union UdpAddr {
         struct sockaddr_in6 in6;
 } UdpAddr;
 
-typedef union UdpControl {
-        struct cmsghdr align;
-        uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))]; /* in_pktinfo is smaller */
+typedef struct UdpControl {
+        _Alignas(struct cmsghdr) uint8_t buf[CMSG_SPACE(sizeof(struct in6_pktinfo))]; /* in_pktinfo is smaller */
 } UdpControl;
 
 /* Hashed as raw bytes: always built from a zeroed struct, and there is no padding. */
 typedef struct UdpSessionKey {
         struct in6_addr client; /* IPv4 as ::ffff:a.b.c.d */
-        struct in6_addr local;  /* where the client sent to; wildcard listeners only */
+        struct in6_addr local; /* where the client sent to; wildcard listeners only */
         uint32_t scope_id;
         uint16_t port; /* network byte order */
         uint16_t listener;
@@ -138,6 +148,8 @@ struct UdpSession {
         socklen_t client_len;
         socklen_t control_len; /* 0: the reply needs no pktinfo */
         UdpControl control;
+        /* UDP GSO still worth trying on the way to the guest / back to the client */
+        bool gso_forward, gso_reply;
 };
 
 struct UdpRelay {
@@ -154,12 +166,11 @@ struct UdpRelay {
         size_t n_listeners;
 
         UdpSession *sessions; /* hash table */
-        UdpSession *lru;      /* open sessions, least recently active first */
-        UdpSession *dead;     /* closed, freed by relay_dispatch() */
+        UdpSession *lru; /* open sessions, least recently active first */
+        UdpSession *dead; /* closed, freed by relay_dispatch() */
         uint64_t n_sessions;
 
         ev_timer expiry;
-        ev_prepare flush;
         bool pool_ref;
 
         bool out_of_fds;
@@ -172,22 +183,17 @@ struct UdpRelay {
         char name[SOCKADDR_STR_MAX];
 };
 
-typedef struct UdpPending {
-        UdpRelay *relay;
-        int fd;
-} UdpPending;
-
 typedef struct UdpPool {
         unsigned n_users;
-        unsigned n_tx;     /* slots [0, n_tx) hold queued replies */
-        UdpRelay *flusher; /* whose ev_prepare sends the queue */
-        uint8_t *data;     /* UDP_BATCH slots, UDP_SLOT_STRIDE apart */
+        uint8_t *data; /* UDP_BATCH slots, UDP_SLOT_STRIDE apart */
         struct mmsghdr msg[UDP_BATCH];
         struct iovec iov[UDP_BATCH];
         UdpAddr name[UDP_BATCH];
         UdpControl control[UDP_BATCH];
-        UdpPending tx[UDP_BATCH];
-        struct mmsghdr out[UDP_BATCH]; /* client datagrams on their way to one session */
+        unsigned all[UDP_BATCH]; /* 0, 1, 2...: every slot, in order */
+        unsigned run[UDP_BATCH]; /* slots of client datagrams on their way to one session */
+        struct mmsghdr out[UDP_BATCH];
+        struct iovec gso_iov[UDP_BATCH];
 } UdpPool;
 
 static UdpPool *pool;
@@ -204,6 +210,16 @@ static ev_tstamp now_monotonic(void) {
         return (ev_tstamp) ts.tv_sec + (ev_tstamp) ts.tv_nsec * 1e-9;
 }
 
+/* Puts slots [first, first + n) back into the state recvmmsg() wants: room for a whole datagram,
+ * an address and a pktinfo cmsg, whichever socket reads into them. The pointers never change. */
+static void pool_reset(unsigned first, unsigned n) {
+        for (unsigned i = first; i < first + n; i++) {
+                pool->iov[i].iov_len = UDP_SLOT_SIZE;
+                pool->msg[i].msg_hdr.msg_namelen = sizeof(pool->name[i]);
+                pool->msg[i].msg_hdr.msg_controllen = sizeof(pool->control[i]);
+        }
+}
+
 static int pool_ref(void) {
         if (!pool) {
                 _cleanup_free_ UdpPool *p = calloc(1, sizeof *p);
@@ -213,7 +229,18 @@ static int pool_ref(void) {
                 p->data = malloc((size_t) UDP_BATCH * UDP_SLOT_STRIDE);
                 if (!p->data)
                         return -ENOMEM;
+                for (unsigned i = 0; i < UDP_BATCH; i++) {
+                        p->iov[i].iov_base = p->data + (size_t) i * UDP_SLOT_STRIDE;
+                        p->msg[i].msg_hdr = (struct msghdr){
+                                .msg_name = &p->name[i],
+                                .msg_iov = &p->iov[i],
+                                .msg_iovlen = 1,
+                                .msg_control = p->control[i].buf,
+                        };
+                        p->all[i] = i;
+                }
                 pool = TAKE_PTR(p);
+                pool_reset(0, UDP_BATCH);
         }
         pool->n_users++;
         return 0;
@@ -225,63 +252,6 @@ static void pool_unref(void) {
         free(pool->data);
         free(pool);
         pool = NULL;
-}
-
-static uint8_t *pool_slot(unsigned i) {
-        return pool->data + (size_t) i * UDP_SLOT_STRIDE;
-}
-
-static void pool_prepare_rx(unsigned first, unsigned n, bool want_name, bool want_control) {
-        for (unsigned i = first; i < first + n; i++) {
-                pool->iov[i] = (struct iovec) { .iov_base = pool_slot(i), .iov_len = UDP_SLOT_SIZE };
-                pool->msg[i].msg_hdr = (struct msghdr) {
-                        .msg_name = want_name ? &pool->name[i] : NULL,
-                        .msg_namelen = want_name ? sizeof(pool->name[i]) : 0,
-                        .msg_iov = &pool->iov[i],
-                        .msg_iovlen = 1,
-                        .msg_control = want_control ? pool->control[i].buf : NULL,
-                        .msg_controllen = want_control ? sizeof(pool->control[i]) : 0,
-                };
-        }
-}
-
-/* Sends every queued reply, one sendmmsg() per run of replies leaving through the same listener.
- * Never closes a session nor calls a callback, so it is safe from anywhere. */
-static void pool_flush(void) {
-        unsigned i = 0;
-
-        while (i < pool->n_tx) {
-                int fd = pool->tx[i].fd;
-                unsigned end = i + 1;
-
-                while (end < pool->n_tx && pool->tx[end].fd == fd)
-                        end++;
-
-                while (i < end) {
-                        int k = sendmmsg(fd, pool->msg + i, end - i, MSG_DONTWAIT);
-                        if (k < 0) {
-                                if (errno == EINTR)
-                                        continue;
-                                /* A full socket buffer drops the rest, as a congested network would. */
-                                if (errno == EAGAIN || errno == ENOBUFS)
-                                        break;
-                                /* This one cannot go out (say, its client became unroutable). */
-                                i++;
-                                continue;
-                        }
-                        for (unsigned j = i; j < i + (unsigned) k; j++)
-                                pool->tx[j].relay->stats->bytes_from_guest += pool->msg[j].msg_len;
-                        i += (unsigned) k;
-                }
-                i = end;
-        }
-        pool->n_tx = 0;
-}
-
-static void relay_flush_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
-        pool_flush();
-        ev_prepare_stop(loop, w);
-        pool->flusher = NULL;
 }
 
 static const char *udp_addr_format(const UdpAddr *a, char buf[static SOCKADDR_STR_MAX]) {
@@ -381,6 +351,13 @@ static bool errno_is_unreachable(int error) {
         }
 }
 
+/* UDP GSO does not work on this path: no checksum offload (EIO), datagrams above the MTU
+ * (EINVAL, EMSGSIZE), a kernel without it (ENOPROTOOPT, EOPNOTSUPP). */
+static bool errno_is_gso_refused(int error) {
+        return error == EINVAL || error == EIO || error == EMSGSIZE || error == ENOPROTOOPT ||
+               error == EOPNOTSUPP;
+}
+
 /* Nothing to do now; the watcher calls again when there is. */
 static bool errno_is_transient(int error) {
         return error == EAGAIN || error == EINTR || error == ENOMEM || error == ENOBUFS;
@@ -412,49 +389,171 @@ static void session_touch(UdpSession *s, ev_tstamp now) {
         }
 }
 
-/* Queues the datagrams the session just received in slots [first, first + n) as replies to its
- * client, sent by pool_flush() before the loop sleeps. */
-static void session_queue_replies(UdpSession *s, unsigned first, unsigned n) {
-        UdpRelay *relay = s->relay;
+/* Where a run of datagrams goes: a connected socket, or a listener with the client's address and
+ * the pktinfo that picks the reply's source. */
+typedef struct UdpDest {
+        int fd;
+        const UdpAddr *name; /* NULL on a connected socket */
+        socklen_t name_len;
+        const UdpControl *control;
+        socklen_t control_len;
+        bool *gso; /* cleared when the path refuses UDP GSO */
+} UdpDest;
 
-        for (unsigned i = first; i < first + n; i++) {
-                struct msghdr *h = &pool->msg[i].msg_hdr;
+static size_t slot_len(unsigned slot) {
+        return pool->msg[slot].msg_len;
+}
 
-                pool->iov[i].iov_len = pool->msg[i].msg_len;
-                memcpy(&pool->name[i], &s->client, s->client_len);
-                h->msg_name = &pool->name[i];
-                h->msg_namelen = s->client_len;
-                if (s->control_len > 0) {
-                        memcpy(&pool->control[i], &s->control, s->control_len);
-                        h->msg_control = pool->control[i].buf;
-                        h->msg_controllen = s->control_len;
+/* End of the run of datagrams from slot[i] on that can leave as one UDP GSO send: same size,
+ * the last one possibly shorter. i + 1 when there is none. */
+static unsigned gso_run_end(const unsigned *slot, unsigned i, unsigned n) {
+        size_t size = slot_len(slot[i]), total = size;
+        unsigned j = i + 1;
+
+        if (size == 0)
+                return j;
+        while (j < n && j - i < UDP_GSO_MAX_SEGMENTS && slot_len(slot[j]) == size &&
+               total + size <= UDP_GSO_MAX_BYTES) {
+                total += size;
+                j++;
+        }
+        if (j < n && j - i < UDP_GSO_MAX_SEGMENTS && slot_len(slot[j]) > 0 &&
+            slot_len(slot[j]) < size && total + slot_len(slot[j]) <= UDP_GSO_MAX_BYTES)
+                j++;
+        return j;
+}
+
+/* One sendmsg() carrying n datagrams as one packet through the stack, cut back into datagrams
+ * at the receiving socket or the device. Returns the bytes sent or -errno. */
+static ssize_t udp_send_gso(const UdpDest *d, const unsigned *slot, unsigned n) {
+        struct {
+                _Alignas(struct cmsghdr) uint8_t buf[sizeof(UdpControl) + CMSG_SPACE(sizeof(uint16_t))];
+        } control = {};
+        uint16_t gso_size = (uint16_t) slot_len(slot[0]);
+        struct msghdr h = {
+                .msg_name = (void *) d->name,
+                .msg_namelen = d->name_len,
+                .msg_iov = pool->gso_iov,
+                .msg_iovlen = n,
+                .msg_control = control.buf,
+                .msg_controllen = d->control_len + CMSG_SPACE(sizeof gso_size),
+        };
+        struct cmsghdr *c;
+        ssize_t k;
+
+        for (unsigned i = 0; i < n; i++)
+                pool->gso_iov[i] = pool->iov[slot[i]];
+
+        /* The pktinfo first, if any, then the segment size. */
+        c = CMSG_FIRSTHDR(&h);
+        if (d->control_len > 0) {
+                memcpy(control.buf, d->control->buf, d->control_len);
+                c = CMSG_NXTHDR(&h, c);
+        }
+        if (!c) /* cannot be: the buffer has room for both */
+                return -EINVAL;
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof gso_size);
+        memcpy(CMSG_DATA(c), &gso_size, sizeof gso_size);
+
+        k = sendmsg(d->fd, &h, MSG_DONTWAIT);
+        return k < 0 ? -errno : k;
+}
+
+/* Sends n datagrams one by one, in as few sendmmsg() calls as the socket allows. Returns the bytes
+ * sent, or -errno if the destination reported itself unreachable. */
+static int64_t udp_send_each(const UdpDest *d, const unsigned *slot, unsigned n) {
+        int64_t bytes = 0;
+        unsigned i = 0;
+
+        for (unsigned k = 0; k < n; k++)
+                pool->out[k].msg_hdr = (struct msghdr){
+                        .msg_name = (void *) d->name,
+                        .msg_namelen = d->name_len,
+                        .msg_iov = &pool->iov[slot[k]],
+                        .msg_iovlen = 1,
+                        .msg_control = d->control_len > 0 ? (void *) d->control->buf : NULL,
+                        .msg_controllen = d->control_len,
+                };
+
+        while (i < n) {
+                int k = sendmmsg(d->fd, pool->out + i, n - i, MSG_DONTWAIT);
+                if (k < 0) {
+                        /* A full socket buffer drops the rest, as a congested network would. */
+                        if (errno == EAGAIN || errno == ENOBUFS || errno == EINTR)
+                                break;
+                        if (errno_is_unreachable(errno))
+                                return -errno;
+                        i++; /* only this one cannot go (EMSGSIZE: a v6 jumbo toward a v4 guest) */
+                        continue;
                 }
-                pool->tx[i] = (UdpPending) { .relay = relay, .fd = s->listener->fd };
+                for (unsigned j = i; j < i + (unsigned) k; j++)
+                        bytes += pool->out[j].msg_len;
+                i += (unsigned) k;
         }
-        pool->n_tx = first + n;
+        return bytes;
+}
 
-        if (!pool->flusher) {
-                pool->flusher = relay;
-                ev_prepare_start(relay->loop, &relay->flush);
+/* Sends the datagrams in the given slots, in order, to d: runs of equal size as one UDP GSO send
+ * each while the path takes them, the rest with sendmmsg(). Datagrams that would block are
+ * dropped. Returns the bytes sent, or -errno if the destination reported itself unreachable. */
+static int64_t udp_send(const UdpDest *d, const unsigned *slot, unsigned n) {
+        int64_t bytes = 0, r;
+        unsigned i = 0;
+
+        while (i < n) {
+                unsigned end = *d->gso ? gso_run_end(slot, i, n) : i + 1;
+
+                if (end - i >= 2) {
+                        ssize_t k = udp_send_gso(d, slot + i, end - i);
+                        if (k >= 0) {
+                                bytes += k;
+                                i = end;
+                                continue;
+                        }
+                        if (k == -EAGAIN || k == -ENOBUFS || k == -EINTR)
+                                return bytes;
+                        if (errno_is_unreachable((int) -k))
+                                return k;
+                        if (!errno_is_gso_refused((int) -k)) {
+                                i = end; /* dropped, like each of them would be (EPERM: a firewall) */
+                                continue;
+                        }
+                        /* No GSO on this path: one by one from now on. */
+                        *d->gso = false;
+                } else
+                        /* Gather the datagrams up to where the next GSO run starts. */
+                        while (end < n && (!*d->gso || gso_run_end(slot, end, n) - end < 2))
+                                end++;
+
+                r = udp_send_each(d, slot + i, end - i);
+                if (r < 0)
+                        return r;
+                bytes += r;
+                i = end;
         }
+        return bytes;
 }
 
 static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
         UdpSession *s = w->data;
         UdpRelay *relay = s->relay;
         ev_tstamp now = now_monotonic();
+        UdpDest d = {
+                .fd = s->listener->fd,
+                .name = &s->client,
+                .name_len = s->client_len,
+                .control = &s->control,
+                .control_len = s->control_len,
+                .gso = &s->gso_reply,
+        };
 
         for (int round = 0; round < UDP_RX_ROUNDS; round++) {
-                unsigned first, n;
+                int64_t r;
                 int k;
 
-                if (pool->n_tx >= UDP_BATCH)
-                        pool_flush();
-                first = pool->n_tx;
-                n = UDP_BATCH - first;
-                pool_prepare_rx(first, n, false, false);
-
-                k = recvmmsg(s->fd, pool->msg + first, n, MSG_DONTWAIT, NULL);
+                k = recvmmsg(s->fd, pool->msg, UDP_BATCH, MSG_DONTWAIT, NULL);
                 if (k < 0) {
                         if (errno_is_transient(errno))
                                 break;
@@ -465,9 +564,17 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
                         break;
 
                 session_touch(s, now);
-                session_queue_replies(s, first, (unsigned) k);
+                for (int i = 0; i < k; i++)
+                        pool->iov[i].iov_len = pool->msg[i].msg_len;
+                /* Straight back, not batched with other sessions' replies: on a request/response
+                 * pattern the latency this saves is worth more than the syscalls. */
+                r = udp_send(&d, pool->all, (unsigned) k);
+                if (r > 0)
+                        relay->stats->bytes_from_guest += (uint64_t) r;
+                pool_reset(0, (unsigned) k);
+
                 /* A short batch means the queue is empty: save the recvmmsg() that says EAGAIN. */
-                if ((unsigned) k < n)
+                if ((unsigned) k < UDP_BATCH)
                         break;
         }
 
@@ -475,7 +582,7 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 }
 
 static void addr_map_v4(struct in6_addr *ret, struct in_addr a) {
-        *ret = (struct in6_addr) {};
+        *ret = (struct in6_addr){};
         ret->s6_addr[10] = 0xff;
         ret->s6_addr[11] = 0xff;
         memcpy(&ret->s6_addr[12], &a, sizeof a);
@@ -590,6 +697,7 @@ static int session_new(UdpListener *l, const UdpSessionKey *key, const UdpAddr *
         s->listener = l;
         s->client_len = client->sa.sa_family == AF_INET ? sizeof(struct sockaddr_in)
                                                         : sizeof(struct sockaddr_in6);
+        s->gso_forward = s->gso_reply = true;
         memcpy(&s->client, client, s->client_len);
         if (l->pktinfo)
                 session_set_reply_source(s, ifindex);
@@ -662,47 +770,37 @@ static UdpSession *session_get(UdpListener *l, const UdpSessionKey *key, const U
 
                 udp_addr_format(client, a);
                 if (r == -EUSERS)
-                        log_debug("UDP %s: MaxSessions (%" PRIu32 ") reached, dropping datagram of new client %s",
+                        log_debug("UDP %s: MaxSessions (%" PRIu32
+                                  ") reached, dropping datagram of new client %s",
                                   relay->name, relay->max_sessions, a);
                 else
-                        log_debug_errno(r, "UDP %s: cannot open a session for client %s, dropping datagram: %m",
-                                        relay->name, a);
+                        log_debug_errno(
+                                r,
+                                "UDP %s: cannot open a session for client %s, dropping datagram: %m",
+                                relay->name, a);
         }
         return NULL;
 }
 
 /* Sends a run of datagrams of one client to the guest. */
-static void session_forward(UdpSession *s, struct mmsghdr *m, unsigned n, ev_tstamp now) {
-        UdpRelay *relay = s->relay;
-        unsigned i = 0;
+static void session_forward(UdpSession *s, const unsigned *slot, unsigned n, ev_tstamp now) {
+        UdpDest d = { .fd = s->fd, .gso = &s->gso_forward };
+        int64_t r;
 
-        while (i < n) {
-                int k = sendmmsg(s->fd, m + i, n - i, MSG_DONTWAIT);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN || errno == ENOBUFS)
-                                return; /* full: drop the rest, as a congested network would */
-                        if (errno_is_unreachable(errno)) {
-                                session_fail(s, errno, now);
-                                return;
-                        }
-                        i++; /* only this one cannot go (EMSGSIZE: a v6 jumbo toward a v4 guest) */
-                        continue;
-                }
-                for (unsigned j = i; j < i + (unsigned) k; j++)
-                        relay->stats->bytes_to_guest += m[j].msg_len;
-                i += (unsigned) k;
-        }
+        r = udp_send(&d, slot, n);
+        if (r < 0)
+                session_fail(s, (int) -r, now);
+        else
+                s->relay->stats->bytes_to_guest += (uint64_t) r;
 }
 
-/* Hands the client datagrams in slots [first, first + n) to their sessions, one sendmmsg() per
- * run of datagrams of the same client. */
-static void listener_forward(UdpListener *l, unsigned first, unsigned n, ev_tstamp now) {
+/* Hands the client datagrams in slots [0, n) to their sessions, a run of datagrams of the same
+ * client at a time. */
+static void listener_forward(UdpListener *l, unsigned n, ev_tstamp now) {
         UdpSession *cur = NULL;
-        unsigned n_out = 0;
+        unsigned n_run = 0;
 
-        for (unsigned i = first; i < first + n; i++) {
+        for (unsigned i = 0; i < n; i++) {
                 struct msghdr *h = &pool->msg[i].msg_hdr;
                 UdpSessionKey key;
                 unsigned ifindex;
@@ -713,21 +811,19 @@ static void listener_forward(UdpListener *l, unsigned first, unsigned n, ev_tsta
                         continue;
 
                 if (!cur || memcmp(&key, &cur->key, sizeof key) != 0) {
-                        if (cur && n_out > 0)
-                                session_forward(cur, pool->out, n_out, now);
-                        n_out = 0;
+                        if (cur && n_run > 0)
+                                session_forward(cur, pool->run, n_run, now);
+                        n_run = 0;
                         cur = session_get(l, &key, h->msg_name, ifindex, now);
                         if (!cur)
                                 continue;
                 }
 
                 pool->iov[i].iov_len = pool->msg[i].msg_len;
-                pool->out[n_out++] = (struct mmsghdr) {
-                        .msg_hdr = { .msg_iov = &pool->iov[i], .msg_iovlen = 1 },
-                };
+                pool->run[n_run++] = i;
         }
-        if (cur && n_out > 0)
-                session_forward(cur, pool->out, n_out, now);
+        if (cur && n_run > 0)
+                session_forward(cur, pool->run, n_run, now);
 }
 
 static void listener_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
@@ -736,25 +832,19 @@ static void listener_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
         ev_tstamp now = now_monotonic();
 
         for (int round = 0; round < UDP_RX_ROUNDS; round++) {
-                unsigned first, n;
                 int k;
 
-                /* Keep at least half the pool for reading: queued replies go out now instead. */
-                if (pool->n_tx > UDP_BATCH / 2)
-                        pool_flush();
-                first = pool->n_tx;
-                n = UDP_BATCH - first;
-                pool_prepare_rx(first, n, true, l->pktinfo);
-
-                k = recvmmsg(l->fd, pool->msg + first, n, MSG_DONTWAIT, NULL);
+                k = recvmmsg(l->fd, pool->msg, UDP_BATCH, MSG_DONTWAIT, NULL);
                 if (k < 0) {
                         if (!errno_is_transient(errno) && relay_log_allowed(relay, now))
-                                log_debug_errno(errno, "UDP %s: failed to receive, ignoring: %m", relay->name);
+                                log_debug_errno(errno, "UDP %s: failed to receive, ignoring: %m",
+                                                relay->name);
                         break;
                 }
 
-                listener_forward(l, first, (unsigned) k, now);
-                if ((unsigned) k < n)
+                listener_forward(l, (unsigned) k, now);
+                pool_reset(0, (unsigned) k);
+                if ((unsigned) k < UDP_BATCH)
                         break;
         }
 
@@ -833,8 +923,6 @@ int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
         relay->expiry_slack = MIN(relay->idle_timeout / 32, 1.);
         ev_init(&relay->expiry, relay_expiry_cb);
         relay->expiry.data = relay;
-        ev_prepare_init(&relay->flush, relay_flush_cb);
-        relay->flush.data = relay;
 
         relay->listeners = calloc(n_fds, sizeof *relay->listeners);
         if (!relay->listeners)
@@ -881,16 +969,7 @@ UdpRelay *udp_relay_free(UdpRelay *relay) {
         if (!relay)
                 return NULL;
 
-        if (relay->pool_ref) {
-                /* Queued replies name our listeners' fds: send them while those are open. */
-                pool_flush();
-                if (pool->flusher == relay) {
-                        ev_prepare_stop(relay->loop, &relay->flush);
-                        pool->flusher = NULL;
-                }
-        }
-
-        HASH_ITER(hh, relay->sessions, s, tmp) {
+        HASH_ITER (hh, relay->sessions, s, tmp) {
                 HASH_DELETE(hh, relay->sessions, s);
                 ev_io_stop(relay->loop, &s->io);
                 safe_close(s->fd);
