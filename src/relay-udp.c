@@ -242,6 +242,8 @@ static int pool_ref(void) {
                 pool = TAKE_PTR(p);
                 pool_reset(0, UDP_BATCH);
         }
+        /* cppcheck does not see TAKE_PTR() set pool above. */
+        // cppcheck-suppress nullPointerRedundantCheck
         pool->n_users++;
         return 0;
 }
