@@ -461,6 +461,17 @@ static int lookup_sandbox(Manager *m, const char *id, Sandbox **ret, sd_bus_erro
         return 0;
 }
 
+/* Reads the sandbox id that leads a Manager method's arguments and looks it up. */
+static int read_sandbox(sd_bus_message *message, Manager *m, Sandbox **ret, sd_bus_error *error) {
+        const char *id;
+        int r;
+
+        r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        return lookup_sandbox(m, id, ret, error);
+}
+
 static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         const char *id;
         int r;
@@ -472,28 +483,20 @@ static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_
 }
 
 static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        const char *id;
         Sandbox *s;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        r = lookup_sandbox(userdata, id, &s, error);
+        r = read_sandbox(message, userdata, &s, error);
         if (r < 0)
                 return r;
         return manager_dbus_unpublish(message, userdata, s, error);
 }
 
 static int method_remove_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        const char *id;
         Sandbox *s;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        r = lookup_sandbox(userdata, id, &s, error);
+        r = read_sandbox(message, userdata, &s, error);
         if (r < 0)
                 return r;
         manager_remove_sandbox(userdata, s, "sandbox-removed");
@@ -501,28 +504,20 @@ static int method_remove_sandbox(sd_bus_message *message, void *userdata, sd_bus
 }
 
 static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        const char *id;
         Sandbox *s;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        r = lookup_sandbox(userdata, id, &s, error);
+        r = read_sandbox(message, userdata, &s, error);
         if (r < 0)
                 return r;
         return manager_dbus_set_guest_addresses(message, userdata, s, error);
 }
 
 static int method_get_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        const char *id;
         Sandbox *s;
         int r;
 
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        r = lookup_sandbox(userdata, id, &s, error);
+        r = read_sandbox(message, userdata, &s, error);
         if (r < 0)
                 return r;
         return sd_bus_reply_method_return(message, "o", s->path);

@@ -512,6 +512,21 @@ oom:
         return -ENOMEM;
 }
 
+/* New sessions of every port of s go to s's current guest addresses; open ones stay. */
+static void sandbox_retarget(Manager *m, Sandbox *s) {
+        RelayTarget t;
+
+        for (Port *p = s->ports; p; p = p->sandbox_next) {
+                port_fill_target(p, &t);
+                if (p->tcp)
+                        tcp_relay_set_target(p->tcp, &t);
+                if (p->udp)
+                        udp_relay_set_target(p->udp, &t);
+                if (m->events && m->events->port_changed)
+                        m->events->port_changed(m, p, "GuestAddress");
+        }
+}
+
 static int port_start(Port *p, BoundPort *b, RelayProxyProtocol proxy) {
         RelayConfig c = {
                 .idle_timeout_usec = p->idle_timeout_usec,
@@ -737,19 +752,8 @@ int manager_publish(Manager *m, const char *sandbox_id, const SockaddrUnion *gue
         }
         if ((n_created > 0 || new_sandbox) && m->events && m->events->counts_changed)
                 m->events->counts_changed(m);
-        if (set_guest && !new_sandbox) {
-                RelayTarget t;
-
-                for (Port *p = s->ports; p; p = p->sandbox_next) {
-                        port_fill_target(p, &t);
-                        if (p->tcp)
-                                tcp_relay_set_target(p->tcp, &t);
-                        if (p->udp)
-                                udp_relay_set_target(p->udp, &t);
-                        if (m->events && m->events->port_changed)
-                                m->events->port_changed(m, p, "GuestAddress");
-                }
-        }
+        if (set_guest && !new_sandbox)
+                sandbox_retarget(m, s);
         *ret_sandbox = s;
         return 0;
 
@@ -832,8 +836,6 @@ void manager_remove_sandbox(Manager *m, Sandbox *s, const char *reason) {
 
 int manager_set_guest_addresses(Manager *m, Sandbox *s, const SockaddrUnion *guest4,
                                 const SockaddrUnion *guest6, ManagerError *e) {
-        RelayTarget t;
-
         if (guest4->sa.sa_family == AF_UNSPEC && guest6->sa.sa_family == AF_UNSPEC)
                 return fail(e, MANAGER_E_INVALID,
                             "Invalid guest addresses for sandbox '%s': at least one address is needed",
@@ -841,15 +843,7 @@ int manager_set_guest_addresses(Manager *m, Sandbox *s, const SockaddrUnion *gue
         s->guest4 = *guest4;
         s->guest6 = *guest6;
         s->machine = 0;
-        for (Port *p = s->ports; p; p = p->sandbox_next) {
-                port_fill_target(p, &t);
-                if (p->tcp)
-                        tcp_relay_set_target(p->tcp, &t);
-                if (p->udp)
-                        udp_relay_set_target(p->udp, &t);
-                if (m->events && m->events->port_changed)
-                        m->events->port_changed(m, p, "GuestAddress");
-        }
+        sandbox_retarget(m, s);
         if (m->events && m->events->sandbox_changed)
                 m->events->sandbox_changed(m, s, "GuestAddresses");
         return 0;
