@@ -767,13 +767,18 @@ unbind:
         return r;
 }
 
-void manager_unpublish_port(Manager *m, Port *p, const char *reason) {
-        Sandbox *s = p->sandbox;
-
+/* Logs, announces and frees one port; the caller announces what changed in its sandbox. */
+static void port_unpublish(Manager *m, Port *p, const char *reason) {
         log_port(p, "Unpublished", reason);
         if (m->events && m->events->port_unpublished)
                 m->events->port_unpublished(m, p, reason);
         port_free(p);
+}
+
+void manager_unpublish_port(Manager *m, Port *p, const char *reason) {
+        Sandbox *s = p->sandbox;
+
+        port_unpublish(m, p, reason);
         if (m->events && m->events->sandbox_changed)
                 m->events->sandbox_changed(m, s, "Ports");
         if (m->events && m->events->counts_changed)
@@ -808,10 +813,7 @@ int manager_unpublish(Manager *m, Sandbox *s, const PortSpec *specs, size_t n, c
                 found[i] = p;
         }
         for (size_t i = 0; i < n; i++) {
-                log_port(found[i], "Unpublished", reason);
-                if (m->events && m->events->port_unpublished)
-                        m->events->port_unpublished(m, found[i], reason);
-                port_free(found[i]);
+                port_unpublish(m, found[i], reason);
         }
         if (n > 0 && m->events && m->events->sandbox_changed)
                 m->events->sandbox_changed(m, s, "Ports");
@@ -822,10 +824,7 @@ int manager_unpublish(Manager *m, Sandbox *s, const PortSpec *specs, size_t n, c
 
 void manager_remove_sandbox(Manager *m, Sandbox *s, const char *reason) {
         while (s->ports) {
-                log_port(s->ports, "Unpublished", reason);
-                if (m->events && m->events->port_unpublished)
-                        m->events->port_unpublished(m, s->ports, reason);
-                port_free(s->ports);
+                port_unpublish(m, s->ports, reason);
         }
         if (m->events && m->events->sandbox_removed)
                 m->events->sandbox_removed(m, s);
