@@ -1,6 +1,7 @@
 /* Small helpers every module uses: cleanup attributes, ownership transfer, fd closing */
 #pragma once
 
+#include <stddef.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -11,6 +12,9 @@
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _likely_(x) __builtin_expect(!!(x), 1)
 #define _unlikely_(x) __builtin_expect(!!(x), 0)
+
+/* The struct of type around the member field at ptr. */
+#define container_of(ptr, type, member) ((type *) (void *) ((char *) (ptr) -offsetof(type, member)))
 
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))

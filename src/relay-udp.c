@@ -72,6 +72,21 @@
  *   that refuses GSO (no checksum offload, datagrams above its MTU) is remembered per session
  *   and direction and gets sendmmsg() from then on.
  *   The pool has no lock: all relays must run on one thread (portpubd has only one).
+ *
+ * Polled mode
+ *   Under a flood a wakeup per few datagrams costs more than the datagrams: every datagram
+ *   queued on a socket that epoll watches runs the wakeup path on the sender's CPU, and every
+ *   short burst the relay sends wakes the receiver again. So a socket (listener or session)
+ *   whose wakeup finds UDP_POLL_ENTER datagrams or more waiting leaves epoll and is polled
+ *   instead: a one-shot timerfd per relay fires UDP_POLL_INTERVAL_USEC after the last poll
+ *   ended, and each poll drains every polled socket of the relay (at most UDP_POLL_ROUNDS
+ *   batches each). A poll that finds a socket empty hands it back to epoll. This is the
+ *   interrupt moderation of network cards: under load a datagram may wait up to one interval
+ *   longer, and the work comes in bursts of hundreds of datagrams on both sides. Request and
+ *   response traffic never queues that many datagrams and never sees the difference. The
+ *   timerfd is made the first time a socket of the relay floods; without it (out of fds) the
+ *   relay keeps to wakeups. Listeners get a larger receive buffer (UDP_LISTENER_RCVBUF, as far
+ *   as net.core.rmem_max allows) so that an interval's worth of datagrams fits.
  */
 
 #include <errno.h>
@@ -81,7 +96,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Running out of memory while adding a session must drop that session, not exit(). */
 #define HASH_NONFATAL_OOM 1
@@ -100,6 +117,14 @@
 #define UDP_SLOT_STRIDE (UDP_SLOT_SIZE + 64U)
 /* recvmmsg() calls per wakeup of one socket, so one busy client cannot starve the others. */
 #define UDP_RX_ROUNDS 4
+/* Polled mode (see above): datagrams that one wakeup must find to switch a socket to polling,
+ * the time between polls, and recvmmsg() calls per socket and poll. */
+#define UDP_POLL_ENTER 32U
+#define UDP_POLL_INTERVAL_USEC 100
+#define UDP_POLL_ROUNDS 16
+/* Receive buffer asked for on listeners; the kernel doubles it and caps it at
+ * net.core.rmem_max. */
+#define UDP_LISTENER_RCVBUF (1024 * 1024)
 #define UDP_LOG_INTERVAL 1.0
 #define UDP_IDLE_TIMEOUT_MAX (365.0 * 24 * 3600)
 /* Limits of one UDP GSO send: the kernel's segment cap (UDP_MAX_SEGMENTS) and one IP packet. */
@@ -125,9 +150,22 @@ typedef struct UdpSessionKey {
         uint16_t listener;
 } UdpSessionKey;
 
+/* The read side of a socket, listener or session: its watcher, or its place among the polled
+ * sockets of the relay (see "Polled mode"). */
+typedef struct UdpReader UdpReader;
+struct UdpReader {
+        ev_io io;
+        UdpRelay *relay;
+        /* Reads up to rounds batches and forwards them; returns the number of datagrams read. */
+        unsigned (*read)(UdpReader *r, int rounds, ev_tstamp now);
+        UdpReader **poll_list; /* the list it is on while polled, else NULL */
+        UdpReader *poll_prev, *poll_next;
+        bool closed;
+};
+
 typedef struct UdpListener {
         UdpRelay *relay;
-        ev_io io;
+        UdpReader reader;
         int fd;
         int family;
         uint16_t index;
@@ -140,7 +178,7 @@ struct UdpSession {
         UT_hash_handle hh;
         UdpRelay *relay;
         UdpListener *listener;
-        ev_io io;
+        UdpReader reader;
         int fd;
         ev_tstamp last_activity;
         UdpSession *lru_prev, *lru_next; /* lru_next also links the dead list */
@@ -172,6 +210,12 @@ struct UdpRelay {
 
         ev_timer expiry;
         bool pool_ref;
+
+        /* Polled mode: the sockets polled on the next tick, and those of the tick under way */
+        UdpReader *polled, *polling;
+        ev_io poll_io; /* on poll_fd, a timerfd made when first needed */
+        int poll_fd;
+        bool poll_armed;
 
         bool out_of_fds;
         bool sessions_changed;
@@ -320,10 +364,29 @@ static void relay_expiry_arm(UdpRelay *relay, ev_tstamp now) {
         ev_timer_start(relay->loop, &relay->expiry);
 }
 
+static void reader_io_cb(struct ev_loop *loop, ev_io *w, int revents);
+
+static void reader_init(UdpReader *r, UdpRelay *relay, int fd,
+                        unsigned (*read)(UdpReader *r, int rounds, ev_tstamp now)) {
+        ev_io_init(&r->io, reader_io_cb, fd, EV_READ);
+        r->relay = relay;
+        r->read = read;
+        ev_io_start(relay->loop, &r->io);
+}
+
+static void reader_stop(UdpReader *r) {
+        r->closed = true;
+        ev_io_stop(r->relay->loop, &r->io);
+        if (r->poll_list) {
+                DL_DELETE2(*r->poll_list, r, poll_prev, poll_next);
+                r->poll_list = NULL;
+        }
+}
+
 static void session_close(UdpSession *s) {
         UdpRelay *relay = s->relay;
 
-        ev_io_stop(relay->loop, &s->io);
+        reader_stop(&s->reader);
         s->fd = safe_close(s->fd);
         HASH_DELETE(hh, relay->sessions, s);
         DL_DELETE2(relay->lru, s, lru_prev, lru_next);
@@ -538,10 +601,9 @@ static int64_t udp_send(const UdpDest *d, const unsigned *slot, unsigned n) {
         return bytes;
 }
 
-static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
-        UdpSession *s = w->data;
+static unsigned session_read(UdpReader *reader, int rounds, ev_tstamp now) {
+        UdpSession *s = container_of(reader, UdpSession, reader);
         UdpRelay *relay = s->relay;
-        ev_tstamp now = now_monotonic();
         UdpDest d = {
                 .fd = s->listener->fd,
                 .name = &s->client,
@@ -550,21 +612,22 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
                 .control_len = s->control_len,
                 .gso = &s->gso_reply,
         };
+        unsigned total = 0;
 
-        for (int round = 0; round < UDP_RX_ROUNDS; round++) {
+        for (int round = 0; round < rounds; round++) {
                 int64_t r;
                 int k;
 
                 k = recvmmsg(s->fd, pool->msg, UDP_BATCH, MSG_DONTWAIT, NULL);
                 if (k < 0) {
-                        if (errno_is_transient(errno))
-                                break;
-                        session_fail(s, errno, now);
+                        if (!errno_is_transient(errno))
+                                session_fail(s, errno, now);
                         break;
                 }
                 if (k == 0)
                         break;
 
+                total += (unsigned) k;
                 session_touch(s, now);
                 for (int i = 0; i < k; i++)
                         pool->iov[i].iov_len = pool->msg[i].msg_len;
@@ -579,8 +642,7 @@ static void session_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
                 if ((unsigned) k < UDP_BATCH)
                         break;
         }
-
-        relay_dispatch(relay);
+        return total;
 }
 
 static void addr_map_v4(struct in6_addr *ret, struct in_addr a) {
@@ -709,9 +771,7 @@ static int session_new(UdpListener *l, const UdpSessionKey *key, const UdpAddr *
                 return -ENOMEM;
 
         s->fd = TAKE_FD(fd);
-        ev_io_init(&s->io, session_io_cb, s->fd, EV_READ);
-        s->io.data = s;
-        ev_io_start(relay->loop, &s->io);
+        reader_init(&s->reader, relay, s->fd, session_read);
         s->last_activity = now;
         DL_APPEND2(relay->lru, s, lru_prev, lru_next);
 
@@ -828,12 +888,12 @@ static void listener_forward(UdpListener *l, unsigned n, ev_tstamp now) {
                 session_forward(cur, pool->run, n_run, now);
 }
 
-static void listener_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
-        UdpListener *l = w->data;
+static unsigned listener_read(UdpReader *reader, int rounds, ev_tstamp now) {
+        UdpListener *l = container_of(reader, UdpListener, reader);
         UdpRelay *relay = l->relay;
-        ev_tstamp now = now_monotonic();
+        unsigned total = 0;
 
-        for (int round = 0; round < UDP_RX_ROUNDS; round++) {
+        for (int round = 0; round < rounds; round++) {
                 int k;
 
                 k = recvmmsg(l->fd, pool->msg, UDP_BATCH, MSG_DONTWAIT, NULL);
@@ -846,9 +906,89 @@ static void listener_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
                 listener_forward(l, (unsigned) k, now);
                 pool_reset(0, (unsigned) k);
+                total += (unsigned) k;
                 if ((unsigned) k < UDP_BATCH)
                         break;
         }
+        return total;
+}
+
+static void relay_poll_arm(UdpRelay *relay) {
+        struct itimerspec its = { .it_value.tv_nsec = UDP_POLL_INTERVAL_USEC * 1000L };
+
+        if (relay->poll_armed)
+                return;
+        /* Cannot fail on a timerfd of ours with a valid time. */
+        (void) timerfd_settime(relay->poll_fd, 0, &its, NULL);
+        relay->poll_armed = true;
+}
+
+/* Moves a socket from its watcher to polling, if the relay has its timerfd or can make it. */
+static void reader_poll(UdpReader *r, ev_tstamp now) {
+        UdpRelay *relay = r->relay;
+
+        if (relay->poll_fd < 0) {
+                relay->poll_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+                if (relay->poll_fd < 0) {
+                        if (relay_log_allowed(relay, now))
+                                log_debug_errno(errno,
+                                                "UDP %s: cannot make a timerfd, not polling: %m",
+                                                relay->name);
+                        return;
+                }
+                ev_io_set(&relay->poll_io, relay->poll_fd, EV_READ);
+                ev_io_start(relay->loop, &relay->poll_io);
+        }
+
+        ev_io_stop(relay->loop, &r->io);
+        DL_APPEND2(relay->polled, r, poll_prev, poll_next);
+        r->poll_list = &relay->polled;
+        relay_poll_arm(relay);
+}
+
+static void reader_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
+        UdpReader *r = container_of(w, UdpReader, io);
+        UdpRelay *relay = r->relay;
+        ev_tstamp now = now_monotonic();
+
+        if (r->read(r, UDP_RX_ROUNDS, now) >= UDP_POLL_ENTER && !r->closed)
+                reader_poll(r, now);
+
+        relay_dispatch(relay);
+}
+
+static void relay_poll_cb(struct ev_loop *loop, ev_io *w, int revents) {
+        UdpRelay *relay = w->data;
+        ev_tstamp now = now_monotonic();
+        uint64_t expirations;
+        UdpReader *r;
+        unsigned n;
+
+        if (read(relay->poll_fd, &expirations, sizeof expirations) < 0)
+                return; /* EAGAIN: not expired after all */
+        relay->poll_armed = false;
+
+        /* Every socket once, also when reading one closes another (a session whose guest
+         * answered with an ICMP error): whatever is closed leaves the list it is on. */
+        relay->polling = relay->polled;
+        relay->polled = NULL;
+        for (UdpReader *p = relay->polling; p; p = p->poll_next)
+                p->poll_list = &relay->polling;
+        while ((r = relay->polling)) {
+                DL_DELETE2(relay->polling, r, poll_prev, poll_next);
+                r->poll_list = NULL;
+                n = r->read(r, UDP_POLL_ROUNDS, now);
+                if (r->closed) /* by its own read */
+                        continue;
+                if (n == 0) {
+                        ev_io_start(loop, &r->io); /* empty: back to wakeups */
+                        continue;
+                }
+                DL_APPEND2(relay->polled, r, poll_prev, poll_next);
+                r->poll_list = &relay->polled;
+        }
+        if (relay->polled)
+                relay_poll_arm(relay);
 
         relay_dispatch(relay);
 }
@@ -866,8 +1006,8 @@ static void relay_expiry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 static int listener_setup(UdpListener *l, int fd, SockaddrUnion *ret_local) {
         SockaddrUnion local = {};
-        socklen_t len = sizeof local, type_len = sizeof(int);
-        int type = 0, one = 1, r;
+        socklen_t len = sizeof local, type_len = sizeof(int), int_len = sizeof(int);
+        int type = 0, one = 1, rcvbuf = 0, r;
 
         if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &type_len) < 0)
                 return -errno;
@@ -880,6 +1020,14 @@ static int listener_setup(UdpListener *l, int fd, SockaddrUnion *ret_local) {
 
         l->family = local.sa.sa_family;
         l->pktinfo = sockaddr_is_wildcard(&local);
+
+        /* Room for a poll interval of a flood (see "Polled mode"). Best effort: the kernel caps
+         * it at net.core.rmem_max, and a caller's larger buffer stays. */
+        if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, &int_len) >= 0 &&
+            rcvbuf < 2 * UDP_LISTENER_RCVBUF) {
+                rcvbuf = UDP_LISTENER_RCVBUF;
+                (void) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+        }
         if (l->pktinfo) {
                 if (l->family == AF_INET)
                         r = setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
@@ -925,6 +1073,9 @@ int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
         relay->expiry_slack = MIN(relay->idle_timeout / 32, 1.);
         ev_init(&relay->expiry, relay_expiry_cb);
         relay->expiry.data = relay;
+        ev_init(&relay->poll_io, relay_poll_cb);
+        relay->poll_io.data = relay;
+        relay->poll_fd = -EBADF;
 
         relay->listeners = calloc(n_fds, sizeof *relay->listeners);
         if (!relay->listeners)
@@ -956,9 +1107,7 @@ int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
                 UdpListener *l = &relay->listeners[i];
 
                 l->fd = fds[i];
-                ev_io_init(&l->io, listener_io_cb, l->fd, EV_READ);
-                l->io.data = l;
-                ev_io_start(loop, &l->io);
+                reader_init(&l->reader, relay, l->fd, listener_read);
         }
 
         *ret = TAKE_PTR(relay);
@@ -973,7 +1122,7 @@ UdpRelay *udp_relay_free(UdpRelay *relay) {
 
         HASH_ITER (hh, relay->sessions, s, tmp) {
                 HASH_DELETE(hh, relay->sessions, s);
-                ev_io_stop(relay->loop, &s->io);
+                reader_stop(&s->reader);
                 safe_close(s->fd);
                 free(s);
                 relay->stats->active--;
@@ -983,12 +1132,14 @@ UdpRelay *udp_relay_free(UdpRelay *relay) {
                 free(s);
         }
         ev_timer_stop(relay->loop, &relay->expiry);
+        ev_io_stop(relay->loop, &relay->poll_io);
+        safe_close(relay->poll_fd);
 
         for (size_t i = 0; i < relay->n_listeners; i++) {
                 UdpListener *l = &relay->listeners[i];
 
                 if (l->fd >= 0) {
-                        ev_io_stop(relay->loop, &l->io);
+                        reader_stop(&l->reader);
                         safe_close(l->fd);
                 }
         }

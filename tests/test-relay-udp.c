@@ -20,7 +20,10 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -1080,6 +1083,190 @@ static void test_out_of_fds(void) {
         fixture_done(&f);
 }
 
+/* ---- polled mode ---- */
+
+#define FLOOD 200
+
+/* The timerfds of this process, at most max of them; returns how many. */
+static size_t timerfds_list(int *fds, size_t max) {
+        GDir *dir = g_dir_open("/proc/self/fd", 0, NULL);
+        const char *name;
+        size_t n = 0;
+
+        g_assert_nonnull(dir);
+        while ((name = g_dir_read_name(dir))) {
+                g_autofree char *path = g_strdup_printf("/proc/self/fd/%s", name);
+                g_autofree char *target = g_file_read_link(path, NULL);
+
+                if (target && strcmp(target, "anon_inode:[timerfd]") == 0 && n < max)
+                        fds[n++] = atoi(name);
+        }
+        g_dir_close(dir);
+        return n;
+}
+
+/* The relay's timerfd: the one that is not among before[]. */
+static int timerfd_new_since(const int *before, size_t n_before) {
+        int now[16];
+        size_t n = timerfds_list(now, G_N_ELEMENTS(now));
+
+        for (size_t i = 0; i < n; i++) {
+                bool old = false;
+
+                for (size_t k = 0; k < n_before; k++)
+                        old = old || now[i] == before[k];
+                if (!old)
+                        return now[i];
+        }
+        return -1;
+}
+
+static bool timerfd_disarmed(int fd) {
+        g_autofree char *path = g_strdup_printf("/proc/self/fdinfo/%d", fd);
+        g_autofree char *info = NULL;
+
+        g_assert_true(g_file_get_contents(path, &info, NULL, NULL));
+        return strstr(info, "it_value: (0, 0)") != NULL;
+}
+
+/* Bytes waiting on a socket. */
+static int socket_queued(int fd) {
+        int n = -1;
+
+        g_assert_cmpint(ioctl(fd, SIOCINQ, &n), ==, 0);
+        return n;
+}
+
+/* FLOOD datagrams in one sendmmsg(), datagram i carrying the byte i + 1, while the loop is held:
+ * the relay finds all of them queued on its next wakeup. */
+static void flood_send(Fixture *f, int fd) {
+        static uint8_t bufs[FLOOD][64];
+        struct mmsghdr m[FLOOD] = {};
+        struct iovec iov[FLOOD];
+
+        for (size_t i = 0; i < FLOOD; i++) {
+                memset(bufs[i], (int) (i % 255) + 1, sizeof bufs[i]);
+                iov[i] = (struct iovec){ .iov_base = bufs[i], .iov_len = sizeof bufs[i] };
+                m[i].msg_hdr = (struct msghdr){ .msg_iov = &iov[i], .msg_iovlen = 1 };
+        }
+        lock(f);
+        g_assert_cmpint(sendmmsg(fd, m, FLOOD, 0), ==, FLOOD);
+        unlock(f);
+}
+
+/* Expects the FLOOD echoes, in order. */
+static void flood_expect_echoes(int fd) {
+        uint8_t buf[128];
+
+        for (size_t i = 0; i < FLOOD; i++) {
+                ssize_t n = client_recv(fd, buf, sizeof buf, WAIT_MS, NULL);
+
+                g_assert_cmpint(n, ==, 64);
+                g_assert_cmpuint(buf[0], ==, (i % 255) + 1);
+                g_assert_cmpuint(buf[63], ==, (i % 255) + 1);
+        }
+}
+
+/* A relay from 127.0.0.1 to an echo guest, and a client connected to it. */
+static int flood_fixture_start(Fixture *f) {
+        RelayTarget t;
+        int c;
+
+        fixture_init(f);
+        fixture_add_guest(f, "127.0.0.1");
+        fixture_add_listener(f, "127.0.0.1", 0);
+        t = target_of(&f->guests[0], NULL);
+        fixture_start(f, &t, 0, 0);
+        c = client_new(AF_INET);
+        g_assert_cmpint(connect(c, &f->listen_addrs[0].sa, sockaddr_len(&f->listen_addrs[0])), ==, 0);
+        return c;
+}
+
+/* A flood switches the relay to polling (its timerfd appears, nonblocking and close-on-exec),
+ * every datagram still goes through both ways in order, and once the flood is over the relay
+ * disarms the timer and goes back to wakeups: a single datagram is echoed as before. */
+static void test_flood_polled(void) {
+        Fixture f;
+        int before[16], c, tfd;
+        size_t n_before;
+
+        n_before = timerfds_list(before, G_N_ELEMENTS(before));
+        c = flood_fixture_start(&f);
+
+        client_echo(c, &f.listen_addrs[0], "calm");
+        g_assert_cmpint(timerfd_new_since(before, n_before), <, 0);
+
+        for (int round = 0; round < 3; round++) {
+                flood_send(&f, c);
+                flood_expect_echoes(c);
+        }
+        g_assert_true(WAIT_FOR(&f, f.guests[0].n_received == 1 + 3 * FLOOD, WAIT_MS));
+
+        tfd = timerfd_new_since(before, n_before);
+        g_assert_cmpint(tfd, >=, 0);
+        g_assert_cmpint(fcntl(tfd, F_GETFD) & FD_CLOEXEC, !=, 0);
+        g_assert_cmpint(fcntl(tfd, F_GETFL) & O_NONBLOCK, !=, 0);
+        /* Disarmed: nothing is polled any more. A single datagram is relayed on its wakeup, and
+         * arms nothing. */
+        g_assert_true(WAIT_FOR(&f, timerfd_disarmed(tfd), WAIT_MS));
+        client_echo(c, &f.listen_addrs[0], "calm again");
+        g_assert_true(timerfd_disarmed(tfd));
+
+        lock(&f);
+        g_assert_cmpuint(f.stats.total, ==, 1);
+        g_assert_cmpuint(f.stats.bytes_to_guest, ==, 4 + 3 * FLOOD * 64 + 10);
+        g_assert_cmpuint(f.stats.bytes_from_guest, ==, 4 + 3 * FLOOD * 64 + 10);
+        unlock(&f);
+
+        /* Freed in the middle of a flood, sockets polled and the timer armed. */
+        flood_send(&f, c);
+        g_assert_true(WAIT_FOR(&f, f.guests[0].n_received > 2 + 3 * FLOOD, WAIT_MS));
+        close(c);
+        fixture_done(&f);
+        g_assert_cmpint(timerfd_new_since(before, n_before), <, 0);
+}
+
+/* The guest goes away in the middle of a flood: the ICMP errors close the session while its
+ * listener is being polled, and the relay carries on with a new guest. */
+static void test_flood_guest_gone(void) {
+        Fixture f;
+        RelayTarget t;
+        uint64_t total;
+        int c;
+
+        c = flood_fixture_start(&f);
+
+        flood_send(&f, c);
+        flood_expect_echoes(c);
+
+        lock(&f);
+        ev_io_stop(f.loop, &f.guests[0].io);
+        close(f.guests[0].fd);
+        f.guests[0].fd = udp_bind("127.0.0.1", 0, NULL); /* for fixture_done() to close */
+        unlock(&f);
+        for (int round = 0; round < 3; round++)
+                flood_send(&f, c);
+        /* Each datagram that finds no session opens one, which fails in turn. */
+        g_assert_true(WAIT_FOR(&f,
+                               f.stats.failed >= 1 && f.stats.active == 0 &&
+                                       socket_queued(f.listen_fds[0]) == 0,
+                               WAIT_MS));
+        total = stats_get(&f).total;
+
+        /* A guest at a new address: the next datagram opens a new session to it. */
+        lock(&f);
+        fixture_add_guest(&f, "127.0.0.1");
+        t = target_of(&f.guests[1], NULL);
+        udp_relay_set_target(f.relay, &t);
+        unlock(&f);
+        client_echo(c, &f.listen_addrs[0], "anyone new?");
+        g_assert_cmpuint(stats_get(&f).total, ==, total + 1);
+        g_assert_cmpuint(stats_get(&f).active, ==, 1);
+
+        close(c);
+        fixture_done(&f);
+}
+
 /* Bad arguments fail, and a failed udp_relay_new() leaves the sockets with the caller. */
 static void test_new_errors(void) {
         struct ev_loop *loop = ev_loop_new(EVFLAG_AUTO);
@@ -1136,6 +1323,8 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/relay-udp/guest-unreachable", test_guest_unreachable);
         g_test_add_func("/relay-udp/set-target", test_set_target);
         g_test_add_func("/relay-udp/out-of-fds", test_out_of_fds);
+        g_test_add_func("/relay-udp/flood-polled", test_flood_polled);
+        g_test_add_func("/relay-udp/flood-guest-gone", test_flood_guest_gone);
         g_test_add_func("/relay-udp/new-errors", test_new_errors);
 
         return g_test_run();
