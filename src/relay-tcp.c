@@ -36,12 +36,15 @@
  * SO_LINGER {1, 0} and close(), so the peer of the other side sees a RST too. A refused, unreachable
  * or timed-out guest resets the client and counts as failed.
  *
- * Moving bytes: a flow takes an empty pipe from a process-wide pool when data arrives, splice()s the
- * source into it and the pipe into the destination, and gives the pipe back once it has drained. An
- * idle connection therefore holds no pipe and no buffer: two sockets and this small struct. Where
- * splice() is refused (EINVAL) or no pipe can be had, the flow copies through a malloc()ed buffer
- * instead, again only while bytes are in flight. PORTPUB_TCP_SPLICE=0 in the environment forces the
- * copy path (for tests, and for kernels whose splice misbehaves).
+ * Moving bytes: bulk flows splice(). A flow starts out copying through a buffer from a process-wide
+ * pool (recv() and send(): for a small message that is two system calls where splice() needs four
+ * and a pipe); the first read that fills the buffer marks the flow as bulk, and from then on it
+ * takes an empty pipe from a pool of its own when data arrives, splice()s the source into it and
+ * the pipe into the destination. Either way the storage goes back to its pool once it has
+ * drained, so an idle connection holds no pipe and no buffer: two sockets and this small struct.
+ * Where splice() is refused (EINVAL) or no pipe can be had, a bulk flow copies too.
+ * PORTPUB_TCP_SPLICE=0 in the environment forces the copy path (for tests, and for kernels whose
+ * splice misbehaves).
  *
  * Watched events follow the flows: side s is read while flow[s] has room (and has not stalled or
  * seen eof), and watched for writability while flow[!s] holds bytes. That is the backpressure: a
@@ -92,6 +95,12 @@
 #define TCP_COPY_BUFFER_SIZE (32u * 1024u)
 #define TCP_BUFFER_POOL_MAX 16u /* idle copy buffers kept for reuse */
 #define TCP_PUMP_ROUNDS 16u /* read/write rounds per flow per wakeup */
+/* Send buffer toward the guest (the kernel doubles it). The guest is on this host, microseconds
+ * away, yet autotuning grows the buffer toward tcp_wmem's maximum (4 MiB on Debian) on such a
+ * path, and the bytes queued there only go cold in the caches before the guest reads them. Fixed,
+ * it measured 6-8% more single-stream throughput on loopback than autotuned, at the same relay
+ * CPU per byte within a few percent. The client side keeps autotuning: clients may be far away. */
+#define TCP_GUEST_SNDBUF (1024 * 1024)
 #define TCP_RETRY_USEC (100 * USEC_PER_MSEC) /* accepting again after running out of fds */
 
 enum {
@@ -120,6 +129,7 @@ typedef struct TcpFlow {
         bool eof : 1;
         bool shut : 1;
         bool stalled : 1;
+        bool bulk : 1; /* a read filled the copy buffer: splice from now on */
 } TcpFlow;
 
 typedef struct ProxyHeader {
@@ -290,7 +300,7 @@ static int flow_acquire(TcpConn *c, TcpFlow *f) {
         if (flow_has_storage(f))
                 return 0;
 
-        if (!c->copy) {
+        if (!c->copy && f->bulk) {
                 r = pipe_get(f->pipe, &f->capacity);
                 if (r >= 0)
                         return 0;
@@ -481,6 +491,8 @@ static int conn_pump(TcpConn *c, unsigned d, bool readable) {
                         if (n > 0) {
                                 f->pending += (uint32_t) n;
                                 c->last_activity = ev_now(r->loop);
+                                if (f->buf && f->start + f->pending == f->capacity)
+                                        f->bulk = true;
                                 /* Only a read that filled the pipe may have left more behind. */
                                 more = (size_t) n == room;
                         } else if (n == 0)
@@ -747,6 +759,8 @@ static bool conn_new(TcpRelay *r, const TcpListener *l, int client_fd, const Soc
         if (!l->nodelay)
                 (void) set_nodelay(client_fd);
         (void) set_nodelay(guest_fd);
+        /* Best effort, like TCP_NODELAY. */
+        (void) setsockopt(guest_fd, SOL_SOCKET, SO_SNDBUF, &(int){ TCP_GUEST_SNDBUF }, sizeof(int));
 
         k = connect(guest_fd, &guest.sa, sockaddr_len(&guest)) < 0 ? -errno : 0;
         if (k == -EINPROGRESS)
