@@ -450,14 +450,20 @@ int manager_dbus_set_guest_addresses(sd_bus_message *message, Manager *m, Sandbo
 
 /* Looks a sandbox up by a caller-given id: InvalidArgs for a malformed id, NoSuchSandbox else. */
 static int lookup_sandbox(Manager *m, const char *id, Sandbox **ret, sd_bus_error *error) {
-        if (!sandbox_id_is_valid(id))
-                return sd_bus_error_setf(
+        /* The errors set here are what the caller gets; the return value only says "failed". */
+        *ret = NULL;
+        if (!sandbox_id_is_valid(id)) {
+                (void) sd_bus_error_setf(
                         error, SD_BUS_ERROR_INVALID_ARGS,
                         "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
                         id, SANDBOX_ID_MAX);
+                return -EINVAL;
+        }
         *ret = manager_find_sandbox(m, id);
-        if (!*ret)
-                return sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_SANDBOX, "No sandbox '%s'", id);
+        if (!*ret) {
+                (void) sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_SANDBOX, "No sandbox '%s'", id);
+                return -ENOENT;
+        }
         return 0;
 }
 
