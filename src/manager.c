@@ -595,6 +595,71 @@ static void emit(Manager *m, void (*f)(Manager *, Port *), Port *p) {
                 f(m, p);
 }
 
+/* Self loops */
+
+/* Whether a is an address of this host: loopback, or one a socket can bind to. */
+static bool address_is_local(const SockaddrUnion *a) {
+        _cleanup_close_ int fd = -EBADF;
+        SockaddrUnion b = *a;
+
+        if (a->sa.sa_family == AF_INET && (ntohl(a->in.sin_addr.s_addr) >> 24) == IN_LOOPBACKNET)
+                return true;
+        if (a->sa.sa_family == AF_INET6 && IN6_IS_ADDR_LOOPBACK(&a->in6.sin6_addr))
+                return true;
+        fd = socket(a->sa.sa_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return false;
+        sockaddr_set_port(&b, 0);
+        return bind(fd, &b.sa, sockaddr_len(&b)) >= 0;
+}
+
+/* Fails when a listener of the port would relay to one of the port's own listeners: every
+ * connection would open another one, until MaxSessions or the fd limit. */
+static int check_self_loop(const char *sandbox_id, int proto, const char *host_address,
+                           uint16_t host_port, const SockaddrUnion *listen, size_t n_listen,
+                           uint16_t guest_port, const SockaddrUnion *guest4,
+                           const SockaddrUnion *guest6, ManagerError *e) {
+        RelayTarget t = { .port = guest_port };
+
+        if (guest4)
+                t.guest4 = *guest4;
+        if (guest6)
+                t.guest6 = *guest6;
+
+        for (size_t i = 0; i < n_listen; i++) {
+                SockaddrUnion target;
+
+                if (!relay_target_pick(&t, listen[i].sa.sa_family, &target))
+                        continue;
+                for (size_t k = 0; k < n_listen; k++) {
+                        char a[INET6_ADDRSTRLEN];
+
+                        if (!sockaddr_equal(&listen[k], &target) &&
+                            !(sockaddr_port(&listen[k]) == guest_port &&
+                              listen[k].sa.sa_family == target.sa.sa_family &&
+                              sockaddr_is_wildcard(&listen[k]) && address_is_local(&target)))
+                                continue;
+                        return fail(e, MANAGER_E_INVALID,
+                                    "Invalid guest address '%s' for %s '%s' port %u of sandbox '%s': guest port %u there is this port's own listener, so traffic would loop",
+                                    sockaddr_format_ip(&target, a, sizeof a), proto_to_string(proto),
+                                    host_address, host_port, sandbox_id, guest_port);
+                }
+        }
+        return 0;
+}
+
+/* check_self_loop() for every port of s, with other guest addresses. */
+static int check_sandbox_self_loops(Sandbox *s, const SockaddrUnion *guest4,
+                                    const SockaddrUnion *guest6, ManagerError *e) {
+        for (Port *p = s->ports; p; p = p->sandbox_next) {
+                int r = check_self_loop(s->id, p->proto, p->host_address, p->host_port, p->listen,
+                                        p->n_listen, p->guest_port, guest4, guest6, e);
+                if (r != 0)
+                        return r;
+        }
+        return 0;
+}
+
 int manager_publish(Manager *m, const char *sandbox_id, const SockaddrUnion *guest4,
                     const SockaddrUnion *guest6, uint32_t owner, const PortSpec *specs, size_t n,
                     const PortOptions *options, Sandbox **ret_sandbox, Port **ret_ports,
@@ -675,6 +740,23 @@ int manager_publish(Manager *m, const char *sandbox_id, const SockaddrUnion *gue
                         r = map_bind_error(m, sandbox_id, &specs[i], r, e);
                         goto unbind;
                 }
+        }
+
+        /* The guest addresses this call leaves the sandbox with must not lead back into it. */
+        for (size_t i = 0; i < n; i++) {
+                if (bound[i].n == 0)
+                        continue;
+                r = check_self_loop(sandbox_id, specs[i].proto, specs[i].host_address,
+                                    sockaddr_port(&bound[i].addrs[0]), bound[i].addrs, bound[i].n,
+                                    specs[i].guest_port, set_guest ? guest4 : &s->guest4,
+                                    set_guest ? guest6 : &s->guest6, e);
+                if (r != 0)
+                        goto unbind;
+        }
+        if (s && set_guest) {
+                r = check_sandbox_self_loops(s, guest4, guest6, e);
+                if (r != 0)
+                        goto unbind;
         }
 
         /* Every socket is bound: from here on only allocation can fail. */
@@ -835,10 +917,15 @@ void manager_remove_sandbox(Manager *m, Sandbox *s, const char *reason) {
 
 int manager_set_guest_addresses(Manager *m, Sandbox *s, const SockaddrUnion *guest4,
                                 const SockaddrUnion *guest6, ManagerError *e) {
+        int r;
+
         if (guest4->sa.sa_family == AF_UNSPEC && guest6->sa.sa_family == AF_UNSPEC)
                 return fail(e, MANAGER_E_INVALID,
                             "Invalid guest addresses for sandbox '%s': at least one address is needed",
                             s->id);
+        r = check_sandbox_self_loops(s, guest4, guest6, e);
+        if (r != 0)
+                return r;
         s->guest4 = *guest4;
         s->guest6 = *guest6;
         s->machine = 0;

@@ -966,6 +966,82 @@ static void test_thousand_ports(Fixture *f, gconstpointer data) {
                        (t2 - t1) / 1e6);
 }
 
+static gboolean udp_port_free(guint16 port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        gboolean ok;
+
+        g_assert_cmpint(fd, >=, 0);
+        ok = bind(fd, (struct sockaddr *) &a, sizeof a) == 0;
+        close(fd);
+        return ok;
+}
+
+/* A free port on 127.0.0.1, ::1 (where there is IPv6) and the wildcards, for both protocols as
+ * far as a moment's check can tell. */
+static guint16 free_port(void) {
+        for (int attempt = 0; attempt < 50; attempt++) {
+                int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                struct sockaddr_in a = { .sin_family = AF_INET };
+                socklen_t len = sizeof a;
+                guint16 port;
+
+                g_assert_cmpint(fd, >=, 0);
+                g_assert_cmpint(bind(fd, (struct sockaddr *) &a, sizeof a), ==, 0);
+                g_assert_cmpint(getsockname(fd, (struct sockaddr *) &a, &len), ==, 0);
+                port = ntohs(a.sin_port);
+                close(fd);
+                if (udp_port_free(port))
+                        return port;
+        }
+        g_assert_not_reached();
+}
+
+/* A port whose guest address and port lead back to one of its own listeners is refused, with the
+ * address quoted, and nothing changes: a specific address, the "" pair (also through the family
+ * fallback), a wildcard, and guest addresses changed afterwards. The same port number at another
+ * address is fine. */
+static void test_self_loop_refused(Fixture *f, gconstpointer data) {
+        static const char *const cases[][2] = {
+                { "tcp", "127.0.0.1" },
+                { "udp", "" },
+                { "tcp", "*" },
+        };
+        guint16 port = free_port();
+        g_autofree char *path = NULL, *msg = NULL, *guest = NULL;
+
+        for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+                g_autofree char *m = NULL;
+
+                m = manager_error(f, "PublishPorts",
+                                  g_variant_new_parsed(
+                                          "('loop', ['127.0.0.1'], [(%s, %s, %q, %q)], @a{sv} {})",
+                                          cases[i][0], cases[i][1], port, port),
+                                  "org.freedesktop.DBus.Error.InvalidArgs");
+                g_test_message("%s '%s': %s", cases[i][0], cases[i][1], m);
+                g_assert_nonnull(strstr(m, "'127.0.0.1'"));
+                g_assert_nonnull(strstr(m, "loop"));
+                g_assert_cmpuint(n_ports(f), ==, 0);
+                g_assert_cmpuint(n_sandboxes(f), ==, 0);
+        }
+
+        /* Same port number, another loopback address: no listener there, no loop. Nothing the
+         * refused calls bound is left bound either. */
+        path = publish_one(f, "loop", "127.0.0.2", "tcp", "127.0.0.1", port, port, NULL, NULL);
+
+        msg = manager_error(f, "SetGuestAddresses", g_variant_new_parsed("('loop', ['127.0.0.1'])"),
+                            "org.freedesktop.DBus.Error.InvalidArgs");
+        g_assert_nonnull(strstr(msg, "'127.0.0.1'"));
+        g_free(msg);
+        msg = manager_error(f, "PublishPorts",
+                            g_variant_new_parsed("('loop', ['127.0.0.1'], @a(ssqq) [], @a{sv} {})"),
+                            "org.freedesktop.DBus.Error.InvalidArgs");
+        g_assert_nonnull(strstr(msg, "'127.0.0.1'"));
+        guest = get_s(f, path, TEST_PORT_IFACE, "GuestAddress");
+        g_assert_cmpstr(guest, ==, "127.0.0.2");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+}
+
 #define ADD(name, fn) g_test_add("/api/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char *argv[]) {
@@ -993,6 +1069,7 @@ int main(int argc, char *argv[]) {
         ADD("udp-through-daemon", test_udp_through_daemon);
         ADD("wildcard-publish", test_wildcard_publish);
         ADD("address-not-available", test_address_not_available);
+        ADD("self-loop-refused", test_self_loop_refused);
         ADD("active-sessions-coalesced", test_active_sessions_coalesced);
         ADD("shutdown-unpublishes", test_shutdown_unpublishes);
         ADD("thousand-ports", test_thousand_ports);
