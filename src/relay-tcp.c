@@ -467,6 +467,15 @@ static int conn_send_proxy_header(TcpConn *c) {
         return 0;
 }
 
+/* The flow filled its copy buffer: from now on it splices. Toward the guest it also gets its
+ * fixed send buffer (TCP_GUEST_SNDBUF), which small connections never need. */
+static void flow_set_bulk(TcpFlow *f, unsigned d, int dst) {
+        f->bulk = true;
+        if (d == SIDE_CLIENT) /* best effort, like TCP_NODELAY */
+                (void) setsockopt(dst, SOL_SOCKET, SO_SNDBUF, &(int){ TCP_GUEST_SNDBUF },
+                                  sizeof(int));
+}
+
 /* Moves what side d has to offer to side !d, as far as both sockets allow; readable says whether
  * side d is worth reading right away. Returns 0, or a negative errno when the connection has to be
  * reset. */
@@ -492,7 +501,7 @@ static int conn_pump(TcpConn *c, unsigned d, bool readable) {
                                 f->pending += (uint32_t) n;
                                 c->last_activity = ev_now(r->loop);
                                 if (f->buf && f->start + f->pending == f->capacity)
-                                        f->bulk = true;
+                                        flow_set_bulk(f, d, dst);
                                 /* Only a read that filled the pipe may have left more behind. */
                                 more = (size_t) n == room;
                         } else if (n == 0)
@@ -759,8 +768,6 @@ static bool conn_new(TcpRelay *r, const TcpListener *l, int client_fd, const Soc
         if (!l->nodelay)
                 (void) set_nodelay(client_fd);
         (void) set_nodelay(guest_fd);
-        /* Best effort, like TCP_NODELAY. */
-        (void) setsockopt(guest_fd, SOL_SOCKET, SO_SNDBUF, &(int){ TCP_GUEST_SNDBUF }, sizeof(int));
 
         k = connect(guest_fd, &guest.sa, sockaddr_len(&guest)) < 0 ? -errno : 0;
         if (k == -EINPROGRESS)
