@@ -502,7 +502,7 @@ static int conn_pump(TcpConn *c, unsigned d, bool readable) {
                         if (n > 0) {
                                 f->pending += (uint32_t) n;
                                 c->last_activity = ev_now(r->loop);
-                                if (f->buf && f->start + f->pending == f->capacity)
+                                if (!f->bulk && f->buf && f->start + f->pending == f->capacity)
                                         flow_set_bulk(f, d, dst);
                                 /* Only a read that filled the pipe may have left more behind. */
                                 more = (size_t) n == room;
