@@ -351,6 +351,17 @@ static void fixture_start(Fixture *f, const RelayTarget *target, uint64_t idle_t
         f->running = true;
 }
 
+/* The common case: a relay on 127.0.0.1 (a free port) to one echo guest on 127.0.0.1. */
+static void fixture_start_echo(Fixture *f, uint64_t idle_timeout_usec, uint32_t max_sessions) {
+        RelayTarget t;
+
+        fixture_init(f);
+        fixture_add_guest(f, "127.0.0.1");
+        fixture_add_listener(f, "127.0.0.1", 0);
+        t = target_of(&f->guests[0], NULL);
+        fixture_start(f, &t, idle_timeout_usec, max_sessions);
+}
+
 static void fixture_stop(Fixture *f) {
         if (!f->running)
                 return;
@@ -539,16 +550,11 @@ static void test_echo_dual_listeners(void) {
 /* A session idle for the 1 s timeout goes away; the client's next datagram opens a new one. */
 static void test_expiry(void) {
         Fixture f;
-        RelayTarget t;
         uint64_t t0, elapsed;
         uint16_t first_port;
         int c;
 
-        fixture_init(&f);
-        fixture_add_guest(&f, "127.0.0.1");
-        fixture_add_listener(&f, "127.0.0.1", 0);
-        t = target_of(&f.guests[0], NULL);
-        fixture_start(&f, &t, 1 * G_USEC_PER_SEC, 0);
+        fixture_start_echo(&f, 1 * G_USEC_PER_SEC, 0);
 
         c = client_new(AF_INET);
         client_echo(c, &f.listen_addrs[0], "one");
@@ -628,16 +634,11 @@ static void test_reply_keeps_session_alive(void) {
  * the relay reports paused until the sessions expire. */
 static void test_max_sessions(void) {
         Fixture f;
-        RelayTarget t;
         const char *reason;
         char buf[64];
         int a, b, c;
 
-        fixture_init(&f);
-        fixture_add_guest(&f, "127.0.0.1");
-        fixture_add_listener(&f, "127.0.0.1", 0);
-        t = target_of(&f.guests[0], NULL);
-        fixture_start(&f, &t, 1 * G_USEC_PER_SEC, 2);
+        fixture_start_echo(&f, 1 * G_USEC_PER_SEC, 2);
 
         a = client_new(AF_INET);
         b = client_new(AF_INET);
@@ -799,17 +800,12 @@ static void test_large_datagrams_v6(void) {
 static void test_counters(void) {
         static const size_t sizes[] = { 1, 100, 0, 1400, 9000, 33 };
         Fixture f;
-        RelayTarget t;
         uint8_t buf[9000] = {}, in[9000];
         uint64_t sum = 0;
         RelayStats s;
         int c[2];
 
-        fixture_init(&f);
-        fixture_add_guest(&f, "127.0.0.1");
-        fixture_add_listener(&f, "127.0.0.1", 0);
-        t = target_of(&f.guests[0], NULL);
-        fixture_start(&f, &t, 0, 0);
+        fixture_start_echo(&f, 0, 0);
 
         s = stats_get(&f);
         g_assert_cmpuint(s.total, ==, 0);
@@ -845,16 +841,11 @@ static void test_counters(void) {
 static void test_many_sessions(void) {
         enum { N = 200 };
         Fixture f;
-        RelayTarget t;
         uint64_t bytes;
         int c[N];
         char buf[32];
 
-        fixture_init(&f);
-        fixture_add_guest(&f, "127.0.0.1");
-        fixture_add_listener(&f, "127.0.0.1", 0);
-        t = target_of(&f.guests[0], NULL);
-        fixture_start(&f, &t, 1 * G_USEC_PER_SEC, 0);
+        fixture_start_echo(&f, 1 * G_USEC_PER_SEC, 0);
 
         for (int i = 0; i < N; i++) {
                 int n = snprintf(buf, sizeof buf, "client %d", i);
@@ -1025,17 +1016,12 @@ static void test_set_target(void) {
  * spin, and recovers as soon as an fd is free. */
 static void test_out_of_fds(void) {
         Fixture f;
-        RelayTarget t;
         struct rlimit saved, low;
         int fillers[256], n_fillers = 0, a, b;
         unsigned iterations;
         const char *reason;
 
-        fixture_init(&f);
-        fixture_add_guest(&f, "127.0.0.1");
-        fixture_add_listener(&f, "127.0.0.1", 0);
-        t = target_of(&f.guests[0], NULL);
-        fixture_start(&f, &t, 0, 0);
+        fixture_start_echo(&f, 0, 0);
         a = client_new(AF_INET);
         b = client_new(AF_INET);
 
@@ -1169,14 +1155,9 @@ static void flood_expect_echoes(int fd) {
 
 /* A relay from 127.0.0.1 to an echo guest, and a client connected to it. */
 static int flood_fixture_start(Fixture *f) {
-        RelayTarget t;
         int c;
 
-        fixture_init(f);
-        fixture_add_guest(f, "127.0.0.1");
-        fixture_add_listener(f, "127.0.0.1", 0);
-        t = target_of(&f->guests[0], NULL);
-        fixture_start(f, &t, 0, 0);
+        fixture_start_echo(f, 0, 0);
         c = client_new(AF_INET);
         g_assert_cmpint(connect(c, &f->listen_addrs[0].sa, sockaddr_len(&f->listen_addrs[0])), ==, 0);
         return c;
