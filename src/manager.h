@@ -108,6 +108,7 @@ struct Port {
         bool bind_to_caller;
 
         uint64_t active_announced; /* ActiveSessions as last signalled */
+        uint64_t loop_mark; /* the relay cycle check's visit mark */
         char key[48];
         UT_hash_handle hh; /* manager->ports, by key */
         UT_hash_handle hh_serial; /* manager->ports_by_serial */
@@ -137,6 +138,7 @@ struct Manager {
         uint32_t n_ports;
         uint64_t next_serial;
         uint64_t total_sessions_gone; /* TotalSessions of ports no longer published */
+        uint64_t loop_marks; /* last visit mark the relay cycle check handed out */
         uint32_t default_max_sessions;
         uint64_t default_udp_idle_timeout_usec;
         const ManagerEvents *events;

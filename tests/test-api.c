@@ -1042,6 +1042,70 @@ static void test_self_loop_refused(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(n_ports(f), ==, 1);
 }
 
+/* Loops through several ports: each one's guest is the next one's listener, and the last one's
+ * guest is the first one's. The call that would close the cycle fails and changes nothing. */
+static void test_relay_cycle_refused(Fixture *f, gconstpointer data) {
+        guint16 pa = free_port(), pb, pc;
+        g_autofree char *a = NULL, *b = NULL, *c = NULL, *u = NULL, *msg = NULL, *guest = NULL;
+        g_autofree char *want = NULL;
+        g_autoptr(GVariant) reply = NULL;
+
+        do
+                pb = free_port();
+        while (pb == pa);
+        do
+                pc = free_port();
+        while (pc == pa || pc == pb);
+
+        /* a -> 127.0.0.1:pb, where nothing listens yet. */
+        a = publish_one(f, "a", "127.0.0.1", "tcp", "127.0.0.1", pa, pb, NULL, NULL);
+
+        /* b on 127.0.0.1:pb -> a: two ports, one cycle. */
+        msg = manager_error(
+                f, "PublishPorts",
+                g_variant_new_parsed("('b', ['127.0.0.1'], [('tcp', '127.0.0.1', %q, %q)], @a{sv} {})",
+                                     pb, pa),
+                "org.freedesktop.DBus.Error.InvalidArgs");
+        g_test_message("%s", msg);
+        want = g_strdup_printf("tcp '127.0.0.1' port %u of sandbox 'a'", pa);
+        g_assert_nonnull(strstr(msg, "'127.0.0.1'"));
+        g_assert_nonnull(strstr(msg, want));
+        g_assert_nonnull(strstr(msg, "loop"));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+
+        /* UDP on that address and port -> a's port: a relays TCP only, so no cycle. */
+        u = publish_one(f, "u", "127.0.0.1", "udp", "127.0.0.1", pb, pa, NULL, NULL);
+
+        /* b -> 127.0.0.2:pc, and c on the wildcard at pc -> a: three ports, one cycle. */
+        b = publish_one(f, "b", "127.0.0.2", "tcp", "127.0.0.1", pb, pc, NULL, NULL);
+        g_free(msg);
+        msg = manager_error(f, "PublishPorts",
+                            g_variant_new_parsed("('c', ['127.0.0.1'], [('tcp', '*', %q, %q)], @a{sv} {})",
+                                                 pc, pa),
+                            "org.freedesktop.DBus.Error.InvalidArgs");
+        g_test_message("%s", msg);
+        g_assert_nonnull(strstr(msg, "'127.0.0.1'"));
+        g_assert_nonnull(strstr(msg, want));
+        g_assert_nonnull(strstr(msg, "loop"));
+        g_assert_cmpuint(n_ports(f), ==, 3);
+
+        /* c on 127.0.0.3:pc is out of b's way; making its guest a's address would close the
+         * cycle again, and is refused with the guest address unchanged. */
+        c = publish_one(f, "c", "127.0.0.4", "tcp", "127.0.0.3", pc, pa, NULL, NULL);
+        reply = manager_call(f, "SetGuestAddresses", g_variant_new_parsed("('b', ['127.0.0.3'])"),
+                             "()");
+        g_free(msg);
+        msg = manager_error(f, "SetGuestAddresses", g_variant_new_parsed("('c', ['127.0.0.1'])"),
+                            "org.freedesktop.DBus.Error.InvalidArgs");
+        g_test_message("%s", msg);
+        g_assert_nonnull(strstr(msg, "'127.0.0.1'"));
+        g_assert_nonnull(strstr(msg, "loop"));
+        guest = get_s(f, c, TEST_PORT_IFACE, "GuestAddress");
+        g_assert_cmpstr(guest, ==, "127.0.0.4");
+        g_assert_cmpuint(n_ports(f), ==, 4);
+}
+
 #define ADD(name, fn) g_test_add("/api/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char *argv[]) {
@@ -1070,6 +1134,7 @@ int main(int argc, char *argv[]) {
         ADD("wildcard-publish", test_wildcard_publish);
         ADD("address-not-available", test_address_not_available);
         ADD("self-loop-refused", test_self_loop_refused);
+        ADD("relay-cycle-refused", test_relay_cycle_refused);
         ADD("active-sessions-coalesced", test_active_sessions_coalesced);
         ADD("shutdown-unpublishes", test_shutdown_unpublishes);
         ADD("thousand-ports", test_thousand_ports);
