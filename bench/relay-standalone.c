@@ -6,11 +6,13 @@
  *
  * Environment knobs (for experiments; the daemon takes these from its published ports):
  *   RELAY_MAX_SESSIONS, RELAY_IDLE_TIMEOUT_MS, RELAY_PROXY_PROTOCOL (1 or 2), RELAY_LOG_LEVEL,
- *   PORTPUB_TCP_SPLICE=0 (TCP relay: copy through buffers instead of splice()).
+ *   PORTPUB_TCP_SPLICE=0 (TCP relay: copy through buffers instead of splice()),
+ *   RELAY_BUSY_POLL_USEC (the busy-poll window, as portpubd's --busy-poll=; 0: none).
  *
  * Build by hand, optimized, from the top of the tree:
  *   gcc -std=gnu11 -O2 -D_GNU_SOURCE -Isrc src/relay.c src/sockaddr-util.c src/log.c \
- *       src/relay-tcp.c src/relay-udp.c bench/relay-standalone.c -lev -o relay-standalone
+ *       src/busy-poll.c src/relay-tcp.c src/relay-udp.c bench/relay-standalone.c -lev \
+ *       -o relay-standalone
  */
 
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "busy-poll.h"
 #include "log.h"
 #include "macro.h"
 #include "relay-tcp.h"
@@ -71,6 +74,7 @@ int main(int argc, char *argv[]) {
         RelayStats stats = {};
         struct ev_loop *loop;
         ev_signal sigterm, sigint;
+        BusyPoll busy_poll;
         struct rlimit rl;
         TcpRelay *tcp_relay = NULL;
         UdpRelay *udp_relay = NULL;
@@ -140,7 +144,12 @@ int main(int argc, char *argv[]) {
         }
         TAKE_FD(fd); /* the relay owns it now */
 
+        busy_poll_start(&busy_poll, loop,
+                        getenv("RELAY_BUSY_POLL_USEC")
+                                ? (ev_tstamp) env_u64("RELAY_BUSY_POLL_USEC") / 1e6
+                                : BUSY_POLL_DEFAULT_USEC / 1e6);
         ev_run(loop, 0);
+        busy_poll_stop(&busy_poll);
 
         tcp_relay_free(tcp_relay);
         udp_relay_free(udp_relay);

@@ -10,6 +10,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "bus-ev.h"
+#include "busy-poll.h"
 #include "config.h"
 #include "errors.h"
 #include "log.h"
@@ -24,6 +25,7 @@ static const char *arg_bus_address;
 static const char *arg_state_file = STATE_FILE_DEFAULT;
 static uint32_t arg_max_sessions = MANAGER_MAX_SESSIONS_DEFAULT;
 static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
+static unsigned arg_busy_poll_usec = BUSY_POLL_DEFAULT_USEC;
 
 typedef struct Context {
         struct ev_loop *loop;
@@ -32,6 +34,7 @@ typedef struct Context {
         Manager *manager;
         ManagerDBus *manager_dbus;
         ev_signal sigterm, sigint, sighup;
+        BusyPoll busy_poll;
         ev_timer watchdog;
         int exit_code;
         int name_acquired;
@@ -48,8 +51,10 @@ static void help(void) {
                "     --state-file=PATH      Where publications are kept (default %s)\n"
                "     --max-sessions=N       Default MaxSessions of a port (default %u)\n"
                "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
+               "     --busy-poll=USEC       Poll without sleeping this long after work (default %u,\n"
+               "                            0: never)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
-               STATE_FILE_DEFAULT, MANAGER_MAX_SESSIONS_DEFAULT);
+               STATE_FILE_DEFAULT, MANAGER_MAX_SESSIONS_DEFAULT, BUSY_POLL_DEFAULT_USEC);
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -61,6 +66,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_STATE_FILE,
                 ARG_MAX_SESSIONS,
                 ARG_UDP_IDLE_TIMEOUT,
+                ARG_BUSY_POLL,
                 ARG_LOG_LEVEL,
         };
         static const struct option options[] = {
@@ -72,6 +78,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "state-file", required_argument, NULL, ARG_STATE_FILE },
                 { "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
                 { "udp-idle-timeout", required_argument, NULL, ARG_UDP_IDLE_TIMEOUT },
+                { "busy-poll", required_argument, NULL, ARG_BUSY_POLL },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {},
         };
@@ -119,6 +126,17 @@ static int parse_argv(int argc, char *argv[]) {
                                         "Invalid --udp-idle-timeout='%s': expected seconds, 1 or more.",
                                         optarg);
                         arg_udp_idle_timeout_usec = v * USEC_PER_SEC;
+                        break;
+                case ARG_BUSY_POLL:
+                        errno = 0;
+                        v = strtoull(optarg, &end, 10);
+                        if (errno || *end || optarg[0] == 0 || v > BUSY_POLL_MAX_USEC ||
+                            optarg[0] == '-')
+                                return log_error_errno(
+                                        EINVAL,
+                                        "Invalid --busy-poll='%s': expected microseconds, 0 to %u.",
+                                        optarg, BUSY_POLL_MAX_USEC);
+                        arg_busy_poll_usec = (unsigned) v;
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);
@@ -291,6 +309,7 @@ static int run(int argc, char *argv[]) {
                 ev_timer_again(c.loop, &c.watchdog);
         }
 
+        busy_poll_start(&c.busy_poll, c.loop, arg_busy_poll_usec / 1e6);
         ev_run(c.loop, 0);
 
         (void) sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
@@ -304,6 +323,7 @@ finish_fail:
         c.exit_code = EXIT_FAILURE;
 finish:
         if (c.loop) {
+                busy_poll_stop(&c.busy_poll);
                 ev_timer_stop(c.loop, &c.watchdog);
                 ev_signal_stop(c.loop, &c.sigterm);
                 ev_signal_stop(c.loop, &c.sigint);

@@ -1,0 +1,80 @@
+/* Polling without sleeping for a moment after the loop had work.
+ *
+ * A relay under request/response load spends much of its time between a burst of work and the
+ * next datagram asleep in epoll_wait(), and every wakeup costs latency: the scheduler, and on a
+ * VM the hypervisor. With 16 UDP clients in a closed loop (relaybench's udp_rr) the relay's core
+ * sat 20% idle while the load waited on it. So after an iteration that found events the loop
+ * keeps polling with a zero timeout (an active ev_idle watcher makes libev do that) until an
+ * event arrives or the window runs out. Measured through relay-standalone, alternating runs:
+ * 137-138k round trips/s without, 161-166k with a 30 us window (nginx: 140k).
+ *
+ * A window that runs out was CPU spent for nothing, so traffic too sparse to benefit must not
+ * pay it each time: after each miss the next 1, 2, 4 ... 64 busy iterations do not open a
+ * window; a hit opens them all again. An idle daemon never polls: a window only follows work. */
+#include "busy-poll.h"
+
+#include "macro.h"
+
+#define BUSY_POLL_MAX_SKIP 64u
+
+static void busy_poll_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
+        BusyPoll *b = container_of(w, BusyPoll, idle);
+        ev_tstamp now = ev_time();
+
+        /* Only iterations without events get here. */
+        if (b->deadline == 0.) {
+                b->deadline = now + b->window;
+                return;
+        }
+        if (now < b->deadline)
+                return;
+        ev_ref(loop);
+        ev_idle_stop(loop, w);
+        b->misses++;
+        b->backoff = MIN(MAX(2 * b->backoff, 1u), BUSY_POLL_MAX_SKIP);
+        b->skip = b->backoff;
+}
+
+/* Runs after every poll, before the callbacks of what it found (the idle watcher is among them
+ * when nothing else was found). */
+static void busy_poll_check_cb(struct ev_loop *loop, ev_check *w, int revents) {
+        BusyPoll *b = container_of(w, BusyPoll, check);
+
+        if (ev_pending_count(loop) <= (unsigned) !!ev_is_pending(&b->idle))
+                return;
+        b->deadline = 0.;
+        if (ev_is_active(&b->idle)) {
+                b->hits++;
+                b->backoff = 0;
+                return;
+        }
+        if (b->skip > 0) {
+                b->skip--;
+                return;
+        }
+        ev_idle_start(loop, &b->idle);
+        /* A window does not keep ev_run() from returning. */
+        ev_unref(loop);
+}
+
+void busy_poll_start(BusyPoll *b, struct ev_loop *loop, ev_tstamp window) {
+        *b = (BusyPoll){ .loop = loop, .window = window };
+        if (window <= 0.)
+                return;
+        ev_check_init(&b->check, busy_poll_check_cb);
+        ev_idle_init(&b->idle, busy_poll_idle_cb);
+        ev_check_start(loop, &b->check);
+        ev_unref(loop);
+}
+
+void busy_poll_stop(BusyPoll *b) {
+        if (!b->loop || b->window <= 0.)
+                return;
+        ev_ref(b->loop);
+        ev_check_stop(b->loop, &b->check);
+        if (ev_is_active(&b->idle)) {
+                ev_ref(b->loop);
+                ev_idle_stop(b->loop, &b->idle);
+        }
+        b->loop = NULL;
+}
