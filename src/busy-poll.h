@@ -2,7 +2,6 @@
 #pragma once
 
 #include <ev.h>
-#include <stdbool.h>
 
 /* The window portpubd uses unless told otherwise (--busy-poll=). */
 #define BUSY_POLL_DEFAULT_USEC 30u
@@ -15,7 +14,7 @@ typedef struct BusyPoll {
         ev_tstamp window;
         ev_tstamp deadline; /* 0: the window starts at the next empty poll */
         unsigned skip, backoff;
-        unsigned long hits, misses; /* windows that ended in an event / ran out */
+        unsigned long hits, misses; /* work found while polling / windows that ran out */
 } BusyPoll;
 
 /* After an iteration that ran callbacks, the loop polls without blocking for up to window
