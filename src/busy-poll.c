@@ -37,7 +37,8 @@ static void busy_poll_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
 }
 
 /* Runs after every poll, before the callbacks of what it found (the idle watcher is among them
- * when nothing else was found). */
+ * when nothing else was found). Another ev_check watcher on the loop would be pending here too
+ * and count as work: this must be the only one (portpubd's other hooks are ev_prepare). */
 static void busy_poll_check_cb(struct ev_loop *loop, ev_check *w, int revents) {
         BusyPoll *b = container_of(w, BusyPoll, check);
 
