@@ -32,8 +32,7 @@ static void busy_poll_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
         ev_ref(loop);
         ev_idle_stop(loop, w);
         b->misses++;
-        b->backoff = MIN(MAX(2 * b->backoff, 1u), BUSY_POLL_MAX_SKIP);
-        b->skip = b->backoff;
+        backoff_miss(&b->backoff, BUSY_POLL_MAX_SKIP);
 }
 
 /* Runs after every poll, before the callbacks of what it found (the idle watcher is among them
@@ -47,13 +46,11 @@ static void busy_poll_check_cb(struct ev_loop *loop, ev_check *w, int revents) {
         b->deadline = 0.;
         if (ev_is_active(&b->idle)) {
                 b->hits++;
-                b->backoff = 0;
+                backoff_hit(&b->backoff);
                 return;
         }
-        if (b->skip > 0) {
-                b->skip--;
+        if (backoff_skip(&b->backoff))
                 return;
-        }
         ev_idle_start(loop, &b->idle);
         /* A window does not keep ev_run() from returning. */
         ev_unref(loop);

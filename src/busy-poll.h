@@ -3,6 +3,8 @@
 
 #include <ev.h>
 
+#include "backoff.h"
+
 /* The window portpubd uses unless told otherwise (--busy-poll=). */
 #define BUSY_POLL_DEFAULT_USEC 30u
 #define BUSY_POLL_MAX_USEC 1000u
@@ -13,7 +15,7 @@ typedef struct BusyPoll {
         ev_idle idle;
         ev_tstamp window;
         ev_tstamp deadline; /* 0: the window starts at the next empty poll */
-        unsigned skip, backoff;
+        Backoff backoff; /* of opening a window */
         unsigned long hits, misses; /* work found while polling / windows that ran out */
 } BusyPoll;
 

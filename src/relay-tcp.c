@@ -81,6 +81,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "log.h"
 #include "macro.h"
 #include "relay-tcp.h"
@@ -182,8 +183,7 @@ struct TcpRelay {
         bool copy;
         ev_tstamp connect_timeout;
         ev_tstamp idle_timeout; /* 0: none */
-        /* New connections that skip the read on arrival; see conn_established(). */
-        unsigned early_read_skip, early_read_backoff;
+        Backoff early_read; /* of the read on arrival; see conn_established() */
 };
 
 static void *mfree(void *p) {
@@ -608,18 +608,15 @@ static void conn_established(TcpConn *c) {
          * (under tcp_connrate, 91% of these reads returned EAGAIN). So after each miss the next
          * 1, 2, 4 ... 64 connections skip it; a hit tries every time again. The pump sends the
          * PROXY header either way. */
-        early_read = r->early_read_skip == 0;
-        if (!early_read)
-                r->early_read_skip--;
+        early_read = !backoff_skip(&r->early_read);
         before = r->stats->bytes_to_guest;
         k = conn_pump(c, SIDE_CLIENT, early_read);
         if (early_read && k >= 0) {
                 if (r->stats->bytes_to_guest != before || c->flow[SIDE_CLIENT].eof ||
                     c->flow[SIDE_CLIENT].pending > 0)
-                        r->early_read_backoff = 0;
+                        backoff_hit(&r->early_read);
                 else
-                        r->early_read_skip = r->early_read_backoff =
-                                MIN(MAX(2 * r->early_read_backoff, 1u), TCP_EARLY_READ_MAX_SKIP);
+                        backoff_miss(&r->early_read, TCP_EARLY_READ_MAX_SKIP);
         }
         conn_after_pump(c, k);
 }

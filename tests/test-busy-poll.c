@@ -135,19 +135,19 @@ static void test_misses_back_off(void) {
         work(&f);
         spin_until_sleep(&f);
         g_assert_cmpuint(f.b.misses, ==, 1);
-        g_assert_cmpuint(f.b.backoff, ==, 1);
-        g_assert_cmpuint(f.b.skip, ==, 0);
+        g_assert_cmpuint(f.b.backoff.length, ==, 1);
+        g_assert_cmpuint(f.b.backoff.skip, ==, 0);
 
         work(&f);
         g_assert_true(ev_is_active(&f.b.idle));
         spin_until_sleep(&f);
         g_assert_cmpuint(f.b.misses, ==, 2);
-        g_assert_cmpuint(f.b.backoff, ==, 2);
-        g_assert_cmpuint(f.b.skip, ==, 1);
+        g_assert_cmpuint(f.b.backoff.length, ==, 2);
+        g_assert_cmpuint(f.b.backoff.skip, ==, 1);
 
         work(&f); /* skipped: no window */
         g_assert_false(ev_is_active(&f.b.idle));
-        g_assert_cmpuint(f.b.skip, ==, 0);
+        g_assert_cmpuint(f.b.backoff.skip, ==, 0);
 
         /* The next work opens one, and work within it ends the back-off. */
         work(&f);
@@ -155,7 +155,7 @@ static void test_misses_back_off(void) {
         iterate(&f);
         work(&f);
         g_assert_cmpuint(f.b.hits, ==, 1);
-        g_assert_cmpuint(f.b.backoff, ==, 0);
+        g_assert_cmpuint(f.b.backoff.length, ==, 0);
         fixture_teardown(&f);
 }
 
