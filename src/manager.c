@@ -662,8 +662,6 @@ static bool listeners_receive(const SockaddrUnion *listen, size_t n, const Socka
 }
 
 static void loop_node_from_port(const LoopCheck *c, Port *p, LoopNode *ret) {
-        bool changed = p->sandbox == c->s;
-
         *ret = (LoopNode){
                 .port = p,
                 .proto = p->proto,
@@ -671,11 +669,13 @@ static void loop_node_from_port(const LoopCheck *c, Port *p, LoopNode *ret) {
                 .host_port = p->host_port,
                 .listen = p->listen,
                 .n_listen = p->n_listen,
-                .target = { .guest4 = changed ? *c->guest4 : p->sandbox->guest4,
-                            .guest6 = changed ? *c->guest6 : p->sandbox->guest6,
-                            .port = p->guest_port },
                 .sandbox_id = p->sandbox->id,
         };
+        port_fill_target(p, &ret->target);
+        if (p->sandbox == c->s) {
+                ret->target.guest4 = *c->guest4;
+                ret->target.guest6 = *c->guest6;
+        }
 }
 
 static void loop_node_from_spec(const LoopCheck *c, size_t i, LoopNode *ret) {
