@@ -5,7 +5,7 @@
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build}
-[ -x "$build/src/portpubd" ] || "$top/tests/setup.sh"
+[ -x "$build/src/portpubd/portpubd" ] || "$top/tests/setup.sh"
 port=${DEMO_PORT:-8080}
 work=$(mktemp -d)
 pids=()
@@ -32,7 +32,7 @@ wait_for test -s "$work/address"
 addr=$(head -n1 "$work/address")
 bus=(busctl --address="$addr")
 
-"$build/src/portpubd" --bus-address="$addr" &
+"$build/src/portpubd/portpubd" --bus-address="$addr" &
 pids+=($!)
 wait_for "${bus[@]}" status io.portpub.Publisher1
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <stdint.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
