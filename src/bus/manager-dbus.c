@@ -198,12 +198,12 @@ static int read_options(sd_bus_message *message, const char *sandbox_id, PortOpt
                         o->bind_to_caller = b;
                 } else if (want[0] == 't') {
                         r = sd_bus_message_read(message, "t", &o->idle_timeout_usec);
-                        if (r >= 0 && o->idle_timeout_usec > MANAGER_IDLE_TIMEOUT_MAX_USEC)
+                        if (r >= 0 && o->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
                                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                          "Invalid IdleTimeoutUSec %" PRIu64
-                                                         " for sandbox '%s': at most %llu",
+                                                         " for sandbox '%s': at most %" PRIu64 "",
                                                          o->idle_timeout_usec, sandbox_id,
-                                                         MANAGER_IDLE_TIMEOUT_MAX_USEC);
+                                                         RELAY_IDLE_TIMEOUT_MAX_USEC);
                         o->has_idle_timeout = true;
                 } else if (want[0] == 'u') {
                         r = sd_bus_message_read(message, "u", &o->max_sessions);

@@ -23,8 +23,6 @@
 #define MANAGER_SANDBOXES_MAX 4096U
 #define MANAGER_MAX_SESSIONS_DEFAULT 4096U
 #define MANAGER_MAX_SESSIONS_MAX 1048576U
-/* Longer than a year is a typo, not an intention. */
-#define MANAGER_IDLE_TIMEOUT_MAX_USEC (366ULL * 24 * 3600 * 1000000)
 #define PORT_LISTENERS_MAX 2
 
 /* Expected outcomes of manager calls: positive, to be mapped by the caller. Negative values are

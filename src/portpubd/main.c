@@ -120,7 +120,7 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_UDP_IDLE_TIMEOUT:
                         errno = 0;
                         v = strtoull(optarg, &end, 10);
-                        if (errno || *end || v == 0 || v > 366ULL * 24 * 3600 || optarg[0] == '-')
+                        if (errno || *end || v == 0 || v > RELAY_IDLE_TIMEOUT_MAX_USEC / USEC_PER_SEC || optarg[0] == '-')
                                 return log_error_errno(
                                         EINVAL,
                                         "Invalid --udp-idle-timeout='%s': expected seconds, 1 or more.",

@@ -986,7 +986,8 @@ int tcp_relay_new(TcpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
         _cleanup_free_ TcpListener *listeners = NULL;
         TcpRelay *r;
 
-        if (!ret || !loop || !fds || n_fds == 0 || !config || !stats)
+        if (!ret || !loop || !fds || n_fds == 0 || !config || !stats ||
+            config->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
                 return -EINVAL;
 
         listeners = calloc(n_fds, sizeof *listeners);

@@ -126,7 +126,6 @@
  * net.core.rmem_max. */
 #define UDP_LISTENER_RCVBUF (1024 * 1024)
 #define UDP_LOG_INTERVAL 1.0
-#define UDP_IDLE_TIMEOUT_MAX (365.0 * 24 * 3600)
 /* Limits of one UDP GSO send: the kernel's segment cap (UDP_MAX_SEGMENTS) and one IP packet. */
 #define UDP_GSO_MAX_SEGMENTS 64U
 #define UDP_GSO_MAX_BYTES 65000U
@@ -1048,7 +1047,8 @@ int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
         uint64_t timeout_usec;
         int r;
 
-        if (!ret || !loop || !fds || n_fds == 0 || n_fds > UINT16_MAX || !config || !stats)
+        if (!ret || !loop || !fds || n_fds == 0 || n_fds > UINT16_MAX || !config || !stats ||
+            config->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
                 return -EINVAL;
 
         relay = calloc(1, sizeof *relay);
@@ -1067,7 +1067,7 @@ int udp_relay_new(UdpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
 
         timeout_usec = config->idle_timeout_usec > 0 ? config->idle_timeout_usec
                                                      : RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
-        relay->idle_timeout = MIN((ev_tstamp) timeout_usec / USEC_PER_SEC, UDP_IDLE_TIMEOUT_MAX);
+        relay->idle_timeout = (ev_tstamp) timeout_usec / USEC_PER_SEC;
         /* Sessions may outlive their timeout by up to 1/32 of it (at most 1 s), so that one
          * timer wakeup closes every session that went idle around the same time. */
         relay->expiry_slack = MIN(relay->idle_timeout / 32, 1.);

@@ -53,6 +53,10 @@ typedef struct RelayConfig {
         RelayProxyProtocol proxy_protocol;
 } RelayConfig;
 
+/* The longest idle timeout a port may have, for TCP and UDP alike: longer than a year is a typo,
+ * not an intention. The relays refuse a longer one (-EINVAL) rather than clamp it, so the value a
+ * port reports is the value it uses. */
+#define RELAY_IDLE_TIMEOUT_MAX_USEC (366 * 24 * 3600 * UINT64_C(1000000))
 #define RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC (60 * UINT64_C(1000000))
 #define RELAY_TCP_CONNECT_TIMEOUT_DEFAULT_USEC (10 * UINT64_C(1000000))
 
