@@ -1,32 +1,66 @@
-/* The D-Bus face of the manager: Manager interface, object manager, signals
+/* The D-Bus face of the core: Manager interface, object manager, signals
  *
- * Handlers parse and validate every argument before anything changes, hand the manager plain
- * data, and map its positive result codes to named errors. Publishing a new sandbox needs the
- * caller's uid, which dbus-daemon gives only on request: that request is asynchronous, and the
- * method call is answered from its reply. */
+ * Handlers parse every argument before anything else happens and hand the core plain data. A
+ * mutating call needs to know who is calling, which dbus-daemon tells only on request: the face
+ * asks (GetConnectionCredentials, asynchronously), turns the answer into a Caller, and gives the
+ * core a request; the reply is sent when the core completes it. Reads are answered at once. The
+ * core's events become signals and PropertiesChanged here, and object paths are made here from
+ * the sandbox id and the port serial. */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
 #include "errors.h"
 #include "log.h"
 #include "macro.h"
 #include "manager-dbus.h"
 
+/* Calls waiting for the bus's answer about their caller or for the core; callers can send them
+ * faster than they are answered, so bound what they may hold. */
+#define DBUS_CALLS_PENDING_MAX 256U
+
+typedef struct DBusCall DBusCall;
+
 struct ManagerDBus {
         Manager *manager;
         sd_bus *bus;
-        sd_bus_slot *slots[8];
-        ev_timer sessions_timer;
-        ev_tstamp sessions_last;
-        uint64_t active_announced;
-        unsigned n_pending; /* publish requests waiting for the caller's uid */
+        sd_bus_slot *slots[6];
+        ManagerSubscriber *subscriber;
+        DBusCall *calls;
+        unsigned n_calls;
 };
 
-/* Callers can queue publish requests faster than the bus answers; bound what they may hold. */
-#define PUBLISH_PENDING_MAX 256U
+struct DBusCall {
+        ManagerDBus *dbus;
+        sd_bus_message *message;
+        ManagerRequestType type;
+        ManagerRequestArgs args; /* until the request takes them */
+        DBusReply reply;
+        sd_bus_slot *creds_slot; /* while asking the bus who the caller is */
+        ManagerRequest *request; /* while the core has it */
+        DBusCall *next, *prev;
+};
+
+Manager *manager_dbus_manager(ManagerDBus *d) {
+        return d->manager;
+}
+
+ManagerDBus *manager_dbus_from_message(sd_bus_message *message) {
+        /* The slot of the vtable being called carries the face as its userdata; the object
+         * (sandbox or port) found by the fallback is passed to the method separately. */
+        return sd_bus_slot_get_userdata(sd_bus_get_current_slot(sd_bus_message_get_bus(message)));
+}
+
+int sandbox_dbus_path(const Sandbox *s, char **ret) {
+        return sd_bus_path_encode(SANDBOX_PATH_PREFIX, s->id, ret);
+}
+
+const char *port_dbus_path(const Port *p, char buf[static PORT_PATH_MAX]) {
+        (void) snprintf(buf, PORT_PATH_MAX, PORT_PATH_PREFIX "/%" PRIu64, p->serial);
+        return buf;
+}
 
 /* Errors */
 
@@ -62,6 +96,15 @@ int manager_dbus_map_result(int r, const ManagerError *e, sd_bus_error *error) {
         case MANAGER_E_LIMIT_EXCEEDED:
                 name = PORTPUB_ERROR_LIMIT_EXCEEDED;
                 break;
+        case MANAGER_E_ACCESS_DENIED:
+                name = SD_BUS_ERROR_ACCESS_DENIED;
+                break;
+        case MANAGER_E_NOT_SUPPORTED:
+                name = SD_BUS_ERROR_NOT_SUPPORTED;
+                break;
+        case MANAGER_E_FAILED:
+                name = SD_BUS_ERROR_FAILED;
+                break;
         default:
                 return -EIO;
         }
@@ -70,15 +113,15 @@ int manager_dbus_map_result(int r, const ManagerError *e, sd_bus_error *error) {
 
 /* Parsing */
 
-static int read_guest_addresses(sd_bus_message *message, const char *sandbox_id, SockaddrUnion *g4,
-                                SockaddrUnion *g6, unsigned *ret_n, sd_bus_error *error) {
+int manager_dbus_read_guest_addresses(sd_bus_message *message, const char *sandbox_id,
+                                      ManagerRequestArgs *args, sd_bus_error *error) {
         ManagerError e;
         unsigned n = 0;
         const char *a;
         int r;
 
-        *g4 = (SockaddrUnion){};
-        *g6 = (SockaddrUnion){};
+        args->guest4 = (SockaddrUnion){};
+        args->guest6 = (SockaddrUnion){};
         r = sd_bus_message_enter_container(message, 'a', "s");
         if (r < 0)
                 return r;
@@ -88,21 +131,17 @@ static int read_guest_addresses(sd_bus_message *message, const char *sandbox_id,
                                 error, SD_BUS_ERROR_INVALID_ARGS,
                                 "Invalid guest addresses for sandbox '%s': at most one IPv4 and one IPv6 address, got '%s' too",
                                 sandbox_id, a);
-                r = manager_parse_guest_address(a, g4, g6, &e);
+                r = manager_parse_guest_address(a, &args->guest4, &args->guest6, &e);
                 if (r != 0)
                         return manager_dbus_map_result(r, &e, error);
         }
         if (r < 0)
                 return r;
-        r = sd_bus_message_exit_container(message);
-        if (r < 0)
-                return r;
-        *ret_n = n;
-        return 0;
+        return sd_bus_message_exit_container(message);
 }
 
-static int read_port_specs(sd_bus_message *message, const char *sandbox_id, bool with_guest_port,
-                           PortSpec **ret, size_t *ret_n, sd_bus_error *error) {
+int manager_dbus_read_port_specs(sd_bus_message *message, const char *sandbox_id,
+                                 bool with_guest_port, ManagerRequestArgs *args, sd_bus_error *error) {
         _cleanup_free_ PortSpec *specs = NULL;
         size_t n = 0, allocated = 0;
         const char *proto, *addr;
@@ -122,6 +161,7 @@ static int read_port_specs(sd_bus_message *message, const char *sandbox_id, bool
                         return r;
                 if (r == 0)
                         break;
+                /* Stop reading here rather than hold a million specs in memory. */
                 if (n >= MANAGER_PORTS_PER_CALL_MAX)
                         return sd_bus_error_setf(
                                 error, PORTPUB_ERROR_LIMIT_EXCEEDED,
@@ -138,104 +178,89 @@ static int read_port_specs(sd_bus_message *message, const char *sandbox_id, bool
                 }
                 r = manager_parse_port_spec(proto, addr, hport, gport, with_guest_port, &specs[n],
                                             &e);
-                if (r != 0) {
+                if (r != 0)
                         /* Name the sandbox too: the caller may be scripting several. */
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
                                                  "%s (sandbox '%s')", e.message, sandbox_id);
-                }
                 n++;
         }
         r = sd_bus_message_exit_container(message);
         if (r < 0)
                 return r;
-        *ret = TAKE_PTR(specs);
-        *ret_n = n;
+        free(args->specs);
+        args->specs = TAKE_PTR(specs);
+        args->n_specs = n;
         return 0;
 }
 
-static int read_options(sd_bus_message *message, const char *sandbox_id, PortOptions *o,
-                        sd_bus_error *error) {
+static int read_option(sd_bus_message *message, const char *sandbox_id, const char *key,
+                       PortOptions *o, sd_bus_error *error) {
+        const char *contents, *want, *s;
+        char type;
+        int b, r;
+
+        if (strcmp(key, "BindToCaller") == 0)
+                want = "b";
+        else if (strcmp(key, "IdleTimeoutUSec") == 0)
+                want = "t";
+        else if (strcmp(key, "MaxSessions") == 0)
+                want = "u";
+        else if (strcmp(key, "ProxyProtocol") == 0)
+                want = "s";
+        else
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Unknown option '%s' for sandbox '%s'", key, sandbox_id);
+        r = sd_bus_message_peek_type(message, &type, &contents);
+        if (r < 0)
+                return r;
+        if (type != 'v' || strcmp(contents, want) != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Option '%s' for sandbox '%s' has type '%s', expected '%s'",
+                                         key, sandbox_id, contents, want);
+        r = sd_bus_message_enter_container(message, 'v', want);
+        if (r < 0)
+                return r;
+        switch (want[0]) {
+        case 'b':
+                r = sd_bus_message_read(message, "b", &b);
+                o->bind_to_caller = b;
+                break;
+        case 't':
+                r = sd_bus_message_read(message, "t", &o->idle_timeout_usec);
+                o->has_idle_timeout = true;
+                break;
+        case 'u':
+                r = sd_bus_message_read(message, "u", &o->max_sessions);
+                o->has_max_sessions = true;
+                break;
+        default:
+                r = sd_bus_message_read(message, "s", &s);
+                if (r >= 0 && manager_parse_proxy_protocol(s, &o->proxy_protocol) < 0)
+                        return sd_bus_error_setf(
+                                error, SD_BUS_ERROR_INVALID_ARGS,
+                                "Invalid ProxyProtocol '%s' for sandbox '%s': expected \"\", \"v1\" or \"v2\"",
+                                s, sandbox_id);
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(message);
+}
+
+int manager_dbus_read_options(sd_bus_message *message, const char *sandbox_id,
+                              ManagerRequestArgs *args, sd_bus_error *error) {
         int r;
 
-        *o = (PortOptions){};
+        args->options = (PortOptions){};
         r = sd_bus_message_enter_container(message, 'a', "{sv}");
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_enter_container(message, 'e', "sv")) > 0) {
-                const char *key, *contents, *want;
-                char type;
+                const char *key;
 
                 r = sd_bus_message_read(message, "s", &key);
                 if (r < 0)
                         return r;
-                if (strcmp(key, "BindToCaller") == 0)
-                        want = "b";
-                else if (strcmp(key, "IdleTimeoutUSec") == 0)
-                        want = "t";
-                else if (strcmp(key, "MaxSessions") == 0)
-                        want = "u";
-                else if (strcmp(key, "ProxyProtocol") == 0)
-                        want = "s";
-                else
-                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                 "Unknown option '%s' for sandbox '%s'", key,
-                                                 sandbox_id);
-                r = sd_bus_message_peek_type(message, &type, &contents);
-                if (r < 0)
-                        return r;
-                if (type != 'v' || strcmp(contents, want) != 0)
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Option '%s' for sandbox '%s' has type '%s', expected '%s'", key,
-                                sandbox_id, contents, want);
-                r = sd_bus_message_enter_container(message, 'v', want);
-                if (r < 0)
-                        return r;
-                if (want[0] == 'b') {
-                        int b;
-
-                        r = sd_bus_message_read(message, "b", &b);
-                        o->bind_to_caller = b;
-                } else if (want[0] == 't') {
-                        r = sd_bus_message_read(message, "t", &o->idle_timeout_usec);
-                        if (r >= 0 && o->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Invalid IdleTimeoutUSec %" PRIu64
-                                                         " for sandbox '%s': at most %" PRIu64 "",
-                                                         o->idle_timeout_usec, sandbox_id,
-                                                         RELAY_IDLE_TIMEOUT_MAX_USEC);
-                        o->has_idle_timeout = true;
-                } else if (want[0] == 'u') {
-                        r = sd_bus_message_read(message, "u", &o->max_sessions);
-                        if (r >= 0 &&
-                            (o->max_sessions == 0 || o->max_sessions > MANAGER_MAX_SESSIONS_MAX))
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Invalid MaxSessions %" PRIu32
-                                                         " for sandbox '%s': expected 1 to %u",
-                                                         o->max_sessions, sandbox_id,
-                                                         MANAGER_MAX_SESSIONS_MAX);
-                        o->has_max_sessions = true;
-                } else {
-                        const char *s;
-
-                        r = sd_bus_message_read(message, "s", &s);
-                        if (r < 0)
-                                return r;
-                        if (strcmp(s, "") == 0)
-                                o->proxy_protocol = RELAY_PROXY_NONE;
-                        else if (strcmp(s, "v1") == 0)
-                                o->proxy_protocol = RELAY_PROXY_V1;
-                        else if (strcmp(s, "v2") == 0)
-                                o->proxy_protocol = RELAY_PROXY_V2;
-                        else
-                                return sd_bus_error_setf(
-                                        error, SD_BUS_ERROR_INVALID_ARGS,
-                                        "Invalid ProxyProtocol '%s' for sandbox '%s': expected \"\", \"v1\" or \"v2\"",
-                                        s, sandbox_id);
-                }
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_exit_container(message);
+                r = read_option(message, sandbox_id, key, &args->options, error);
                 if (r < 0)
                         return r;
                 r = sd_bus_message_exit_container(message);
@@ -247,63 +272,67 @@ static int read_options(sd_bus_message *message, const char *sandbox_id, PortOpt
         return sd_bus_message_exit_container(message);
 }
 
-/* Publishing */
+/* Calls that change something */
 
-typedef struct PublishRequest {
-        Manager *manager;
-        ManagerDBus *dbus; /* set while counted in dbus->n_pending */
-        sd_bus_message *message;
-        char *sandbox_id;
-        SockaddrUnion guest4, guest6;
-        PortSpec *specs;
-        size_t n_specs;
-        PortOptions options;
-        int reply_path;
-} PublishRequest;
+static void args_clear(ManagerRequestArgs *a) {
+        a->sandbox_id = mfree(a->sandbox_id);
+        a->specs = mfree(a->specs);
+        a->n_specs = 0;
+}
 
-static PublishRequest *publish_request_free(PublishRequest *p) {
-        if (!p)
+static DBusCall *dbus_call_free(DBusCall *c) {
+        if (!c)
                 return NULL;
-        if (p->dbus)
-                p->dbus->n_pending--;
-        sd_bus_message_unref(p->message);
-        free(p->sandbox_id);
-        free(p->specs);
-        free(p);
+        if (c->dbus) {
+                if (c->prev)
+                        c->prev->next = c->next;
+                else
+                        c->dbus->calls = c->next;
+                if (c->next)
+                        c->next->prev = c->prev;
+                c->dbus->n_calls--;
+        }
+        manager_request_cancel(c->request);
+        sd_bus_slot_unref(c->creds_slot);
+        sd_bus_message_unref(c->message);
+        args_clear(&c->args);
+        free(c);
         return NULL;
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(PublishRequest *, publish_request_free);
 
-static int publish_request_run(PublishRequest *p, uint32_t owner, sd_bus_error *error) {
+static void dbus_call_reply_error(DBusCall *c, int r, sd_bus_error *error) {
+        if (!sd_bus_error_is_set(error))
+                (void) sd_bus_error_set_errno(error, r);
+        r = sd_bus_reply_method_error(c->message, error);
+        if (r < 0)
+                log_warning_errno(r, "Failed to send a reply, ignoring: %m");
+}
+
+static int reply_published(DBusCall *c, const ManagerResult *res) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_free_ Port **ports = NULL;
-        ManagerError e;
-        Sandbox *s;
+        _cleanup_free_ char *sandbox_path = NULL;
         int r;
 
-        ports = calloc(p->n_specs ? p->n_specs : 1, sizeof *ports);
-        if (!ports)
-                return -ENOMEM;
-        r = manager_publish(p->manager, p->sandbox_id, &p->guest4, &p->guest6, owner, p->specs,
-                            p->n_specs, &p->options, &s, ports, &e);
-        if (r != 0)
-                return manager_dbus_map_result(r, &e, error);
-
-        r = sd_bus_message_new_method_return(p->message, &reply);
+        r = sd_bus_message_new_method_return(c->message, &reply);
         if (r < 0)
                 return r;
-        if (p->reply_path) {
-                r = sd_bus_message_append(reply, "o", s->path);
+        if (c->reply == DBUS_REPLY_SANDBOX_AND_PUBLISHED) {
+                r = sandbox_dbus_path(res->sandbox, &sandbox_path);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append(reply, "o", sandbox_path);
                 if (r < 0)
                         return r;
         }
         r = sd_bus_message_open_container(reply, 'a', "(ssqqo)");
         if (r < 0)
                 return r;
-        for (size_t i = 0; i < p->n_specs; i++) {
-                r = sd_bus_message_append(reply, "(ssqqo)", ports[i]->protocol,
-                                          ports[i]->host_address, ports[i]->host_port,
-                                          ports[i]->guest_port, ports[i]->path);
+        for (size_t i = 0; i < res->n_ports; i++) {
+                const Port *p = res->ports[i];
+                char path[PORT_PATH_MAX];
+
+                r = sd_bus_message_append(reply, "(ssqqo)", p->protocol, p->host_address,
+                                          p->host_port, p->guest_port, port_dbus_path(p, path));
                 if (r < 0)
                         return r;
         }
@@ -313,224 +342,232 @@ static int publish_request_run(PublishRequest *p, uint32_t owner, sd_bus_error *
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static void publish_request_destroy(void *userdata) {
-        publish_request_free(userdata);
-}
-
-static int publish_owner_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
-        PublishRequest *p = userdata;
+static void dbus_call_done(ManagerRequest *req, const ManagerResult *res, void *userdata) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        uint32_t uid;
+        DBusCall *c = userdata;
         int r;
 
+        c->request = NULL;
+        r = manager_dbus_map_result(res->r, &res->error, &error);
+        if (r == 0 && res->r == MANAGER_OK)
+                r = c->reply == DBUS_REPLY_EMPTY ? sd_bus_reply_method_return(c->message, NULL)
+                                                 : reply_published(c, res);
+        if (r < 0 || sd_bus_error_is_set(&error))
+                dbus_call_reply_error(c, r, &error);
+        dbus_call_free(c);
+}
+
+/* The bus said who is calling: from here on the core has the call. */
+static int dbus_call_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        DBusCall *c = userdata;
+        ManagerDBus *d = c->dbus;
+        Caller *caller = NULL;
+        uint32_t uid = UINT32_MAX, pid = 0;
+        ManagerRequest *req;
+        int r;
+
+        c->creds_slot = sd_bus_slot_unref(c->creds_slot);
         if (sd_bus_message_is_method_error(reply, NULL)) {
                 r = sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED,
-                                      "Cannot publish for sandbox '%s': the caller's uid is unknown: %s",
-                                      p->sandbox_id, sd_bus_message_get_error(reply)->message);
-        } else {
-                r = sd_bus_message_read(reply, "u", &uid);
+                                      "Cannot tell who is calling, so nothing is changed: %s",
+                                      sd_bus_message_get_error(reply)->message);
+                goto fail;
+        }
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        while (r >= 0 && (r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                const char *key;
+
+                r = sd_bus_message_read(reply, "s", &key);
+                if (r >= 0 && strcmp(key, "UnixUserID") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &uid);
+                else if (r >= 0 && strcmp(key, "ProcessID") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &pid);
+                else if (r >= 0)
+                        r = sd_bus_message_skip(reply, "v");
                 if (r >= 0)
-                        r = publish_request_run(p, uid, &error);
+                        r = sd_bus_message_exit_container(reply);
         }
-        if (r < 0) {
-                if (!sd_bus_error_is_set(&error))
-                        sd_bus_error_set_errno(&error, r);
-                r = sd_bus_reply_method_error(p->message, &error);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to send reply, ignoring: %m");
+        if (r < 0)
+                goto fail;
+        if (uid == UINT32_MAX) {
+                r = sd_bus_error_set(
+                        &error, SD_BUS_ERROR_ACCESS_DENIED,
+                        "Cannot tell who is calling: the bus did not say its uid, so nothing is changed");
+                goto fail;
         }
+        r = caller_new(&caller, (uid_t) uid, (pid_t) pid, sd_bus_message_get_sender(c->message));
+        if (r < 0)
+                goto fail;
+        r = manager_request_new(&req, d->manager, c->type, caller, dbus_call_done, c);
+        caller_unref(caller);
+        if (r < 0)
+                goto fail;
+        *manager_request_args(req) = c->args;
+        c->args = (ManagerRequestArgs){};
+        c->request = req;
+        /* May complete (and free c) before it returns. */
+        manager_request_start(req);
+        return 0;
+
+fail:
+        dbus_call_reply_error(c, r, &error);
+        dbus_call_free(c);
         return 0;
 }
 
-int manager_dbus_publish(sd_bus_message *message, Manager *m, const char *sandbox_id,
-                         sd_bus_error *error, int reply_path) {
-        _cleanup_(publish_request_freep) PublishRequest *p = NULL;
-        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *slot = NULL;
-        unsigned n_guest = 0;
-        ManagerDBus *d;
+int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestType type,
+                        ManagerRequestArgs *args, DBusReply reply, sd_bus_error *error) {
+        DBusCall *c;
         int r;
 
-        if (!sandbox_id_is_valid(sandbox_id))
-                return sd_bus_error_setf(
-                        error, SD_BUS_ERROR_INVALID_ARGS,
-                        "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                        sandbox_id, SANDBOX_ID_MAX);
-        p = calloc(1, sizeof *p);
-        if (!p)
-                return -ENOMEM;
-        p->manager = m;
-        p->reply_path = reply_path;
-        p->sandbox_id = strdup(sandbox_id);
-        if (!p->sandbox_id)
-                return -ENOMEM;
-        if (reply_path) {
-                r = read_guest_addresses(message, sandbox_id, &p->guest4, &p->guest6, &n_guest,
-                                         error);
-                if (r < 0)
-                        return r;
-        }
-        r = read_port_specs(message, sandbox_id, true, &p->specs, &p->n_specs, error);
-        if (r < 0)
-                return r;
-        r = read_options(message, sandbox_id, &p->options, error);
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < p->n_specs; i++) {
-                if (p->options.proxy_protocol != RELAY_PROXY_NONE && p->specs[i].proto == IPPROTO_UDP)
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid ProxyProtocol for udp '%s' port %u of sandbox '%s': PROXY headers are for tcp only",
-                                p->specs[i].host_address, p->specs[i].host_port, sandbox_id);
-                if (p->options.has_idle_timeout && p->options.idle_timeout_usec == 0 &&
-                    p->specs[i].proto == IPPROTO_UDP)
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid IdleTimeoutUSec 0 for udp '%s' port %u of sandbox '%s': UDP sessions need a timeout",
-                                p->specs[i].host_address, p->specs[i].host_port, sandbox_id);
-        }
-        p->message = sd_bus_message_ref(message);
-
-        if (manager_find_sandbox(m, sandbox_id)) {
-                r = publish_request_run(p, 0, error);
-                return r < 0 ? r : 1;
-        }
-
-        /* A new sandbox records who made it: ask the bus, without blocking the loop. */
-        d = m->userdata;
-        if (d->n_pending >= PUBLISH_PENDING_MAX)
-                return sd_bus_error_setf(
+        if (d->n_calls >= DBUS_CALLS_PENDING_MAX) {
+                r = sd_bus_error_setf(
                         error, PORTPUB_ERROR_LIMIT_EXCEEDED,
-                        "Cannot publish for sandbox '%s': %u publish requests are already waiting, try again",
-                        sandbox_id, d->n_pending);
-        r = sd_bus_call_method_async(sd_bus_message_get_bus(message), &slot, "org.freedesktop.DBus",
+                        "Cannot change sandbox '%s' now: %u calls are already waiting, try again",
+                        args->sandbox_id ? args->sandbox_id : "", d->n_calls);
+                args_clear(args);
+                return r;
+        }
+        c = calloc(1, sizeof *c);
+        if (!c) {
+                args_clear(args);
+                return -ENOMEM;
+        }
+        c->type = type;
+        c->reply = reply;
+        c->args = *args;
+        *args = (ManagerRequestArgs){};
+        c->args.interactive = sd_bus_message_get_allow_interactive_authorization(message) > 0;
+        c->message = sd_bus_message_ref(message);
+        c->dbus = d;
+        c->next = d->calls;
+        if (d->calls)
+                d->calls->prev = c;
+        d->calls = c;
+        d->n_calls++;
+
+        r = sd_bus_call_method_async(d->bus, &c->creds_slot, "org.freedesktop.DBus",
                                      "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                     "GetConnectionUnixUser", publish_owner_reply, p, "s",
+                                     "GetConnectionCredentials", dbus_call_creds_reply, c, "s",
                                      sd_bus_message_get_sender(message));
-        if (r < 0)
+        if (r < 0) {
+                dbus_call_free(c);
                 return r;
-        /* The slot owns the request from here on, also when the bus goes away before the reply. */
-        (void) sd_bus_slot_set_destroy_callback(slot, publish_request_destroy);
-        p->dbus = d;
-        d->n_pending++;
-        TAKE_PTR(p);
-        r = sd_bus_slot_set_floating(slot, 1);
-        return r < 0 ? r : 1;
+        }
+        return 1;
 }
 
-int manager_dbus_unpublish(sd_bus_message *message, Manager *m, Sandbox *s, sd_bus_error *error) {
-        _cleanup_free_ PortSpec *specs = NULL;
-        ManagerError e;
-        size_t n;
+/* Manager methods */
+
+static int read_sandbox_id(sd_bus_message *message, ManagerRequestArgs *args) {
+        const char *id;
         int r;
 
-        r = read_port_specs(message, s->id, false, &specs, &n, error);
+        r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        r = manager_unpublish(m, s, specs, n, "request", &e);
-        if (r != 0)
-                return manager_dbus_map_result(r, &e, error);
-        return sd_bus_reply_method_return(message, NULL);
+        args->sandbox_id = strdup(id);
+        return args->sandbox_id ? 0 : -ENOMEM;
 }
 
-int manager_dbus_set_guest_addresses(sd_bus_message *message, Manager *m, Sandbox *s,
-                                     sd_bus_error *error) {
-        SockaddrUnion g4, g6;
-        ManagerError e;
-        unsigned n;
+static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerRequestArgs args = {};
         int r;
 
-        r = read_guest_addresses(message, s->id, &g4, &g6, &n, error);
+        r = read_sandbox_id(message, &args);
+        if (r >= 0)
+                r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
+        if (r >= 0)
+                r = manager_dbus_read_port_specs(message, args.sandbox_id, true, &args, error);
+        if (r >= 0)
+                r = manager_dbus_read_options(message, args.sandbox_id, &args, error);
+        if (r < 0) {
+                args_clear(&args);
+                return r;
+        }
+        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_PUBLISH, &args,
+                                   DBUS_REPLY_SANDBOX_AND_PUBLISHED, error);
+}
+
+static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerRequestArgs args = {};
+        int r;
+
+        r = read_sandbox_id(message, &args);
+        if (r >= 0)
+                r = manager_dbus_read_port_specs(message, args.sandbox_id, false, &args, error);
+        if (r < 0) {
+                args_clear(&args);
+                return r;
+        }
+        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_UNPUBLISH, &args,
+                                   DBUS_REPLY_EMPTY, error);
+}
+
+static int method_remove_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerRequestArgs args = {};
+        int r;
+
+        r = read_sandbox_id(message, &args);
         if (r < 0)
                 return r;
-        r = manager_set_guest_addresses(m, s, &g4, &g6, &e);
-        if (r != 0)
-                return manager_dbus_map_result(r, &e, error);
-        return sd_bus_reply_method_return(message, NULL);
+        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_REMOVE_SANDBOX, &args,
+                                   DBUS_REPLY_EMPTY, error);
+}
+
+static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerRequestArgs args = {};
+        int r;
+
+        r = read_sandbox_id(message, &args);
+        if (r >= 0)
+                r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
+        if (r < 0) {
+                args_clear(&args);
+                return r;
+        }
+        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_SET_GUEST_ADDRESSES, &args,
+                                   DBUS_REPLY_EMPTY, error);
 }
 
 /* Looks a sandbox up by a caller-given id: InvalidArgs for a malformed id, NoSuchSandbox else. */
 static int lookup_sandbox(Manager *m, const char *id, Sandbox **ret, sd_bus_error *error) {
-        /* The errors set here are what the caller gets; the return value only says "failed". */
         *ret = NULL;
-        if (!sandbox_id_is_valid(id)) {
-                (void) sd_bus_error_setf(
+        if (!sandbox_id_is_valid(id))
+                return sd_bus_error_setf(
                         error, SD_BUS_ERROR_INVALID_ARGS,
                         "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
                         id, SANDBOX_ID_MAX);
-                return -EINVAL;
-        }
         *ret = manager_find_sandbox(m, id);
-        if (!*ret) {
-                (void) sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_SANDBOX, "No sandbox '%s'", id);
-                return -ENOENT;
-        }
+        if (!*ret)
+                return sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_SANDBOX, "No sandbox '%s'", id);
         return 0;
 }
 
-/* Reads the sandbox id that leads a Manager method's arguments and looks it up. */
-static int read_sandbox(sd_bus_message *message, Manager *m, Sandbox **ret, sd_bus_error *error) {
-        const char *id;
-        int r;
-
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        return lookup_sandbox(m, id, ret, error);
-}
-
-static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        const char *id;
-        int r;
-
-        r = sd_bus_message_read(message, "s", &id);
-        if (r < 0)
-                return r;
-        return manager_dbus_publish(message, userdata, id, error, 1);
-}
-
-static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s;
-        int r;
-
-        r = read_sandbox(message, userdata, &s, error);
-        if (r < 0)
-                return r;
-        return manager_dbus_unpublish(message, userdata, s, error);
-}
-
-static int method_remove_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s;
-        int r;
-
-        r = read_sandbox(message, userdata, &s, error);
-        if (r < 0)
-                return r;
-        manager_remove_sandbox(userdata, s, "sandbox-removed");
-        return sd_bus_reply_method_return(message, NULL);
-}
-
-static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s;
-        int r;
-
-        r = read_sandbox(message, userdata, &s, error);
-        if (r < 0)
-                return r;
-        return manager_dbus_set_guest_addresses(message, userdata, s, error);
-}
-
 static int method_get_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerDBus *d = userdata;
+        _cleanup_free_ char *path = NULL;
+        const char *id;
         Sandbox *s;
         int r;
 
-        r = read_sandbox(message, userdata, &s, error);
+        r = sd_bus_message_read(message, "s", &id);
         if (r < 0)
                 return r;
-        return sd_bus_reply_method_return(message, "o", s->path);
+        r = lookup_sandbox(d->manager, id, &s, error);
+        if (r < 0)
+                return r;
+        r = sandbox_dbus_path(s, &path);
+        if (r < 0)
+                return r;
+        return sd_bus_reply_method_return(message, "o", path);
 }
 
 static int method_get_port(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerDBus *d = userdata;
         const char *proto, *addr;
+        char path[PORT_PATH_MAX];
         ManagerError e;
         PortSpec spec;
         uint16_t port;
@@ -543,16 +580,16 @@ static int method_get_port(sd_bus_message *message, void *userdata, sd_bus_error
         r = manager_parse_port_spec(proto, addr, port, 0, false, &spec, &e);
         if (r != 0)
                 return manager_dbus_map_result(r, &e, error);
-        p = manager_find_port(userdata, spec.proto, spec.host_address, spec.host_port);
+        p = manager_find_port(d->manager, spec.proto, spec.host_address, spec.host_port);
         if (!p)
                 return sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_PORT,
                                          "No published port %s '%s' port %u", proto, addr, port);
-        return sd_bus_reply_method_return(message, "o", p->path);
+        return sd_bus_reply_method_return(message, "o", port_dbus_path(p, path));
 }
 
 static int method_list_sandboxes(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        Manager *m = userdata;
+        ManagerDBus *d = userdata;
         int r;
 
         r = sd_bus_message_new_method_return(message, &reply);
@@ -561,8 +598,13 @@ static int method_list_sandboxes(sd_bus_message *message, void *userdata, sd_bus
         r = sd_bus_message_open_container(reply, 'a', "(sou)");
         if (r < 0)
                 return r;
-        for (Sandbox *s = m->sandboxes; s; s = s->hh.next) {
-                r = sd_bus_message_append(reply, "(sou)", s->id, s->path, s->n_ports);
+        MANAGER_FOREACH_SANDBOX(s, d->manager) {
+                _cleanup_free_ char *path = NULL;
+
+                r = sandbox_dbus_path(s, &path);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_append(reply, "(sou)", s->id, path, s->n_ports);
                 if (r < 0)
                         return r;
         }
@@ -574,7 +616,7 @@ static int method_list_sandboxes(sd_bus_message *message, void *userdata, sd_bus
 
 static int method_list_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        Manager *m = userdata;
+        ManagerDBus *d = userdata;
         int r;
 
         r = sd_bus_message_new_method_return(message, &reply);
@@ -583,13 +625,13 @@ static int method_list_ports(sd_bus_message *message, void *userdata, sd_bus_err
         r = sd_bus_message_open_container(reply, 'a', "(sssqsqso)");
         if (r < 0)
                 return r;
-        for (Port *p = m->ports; p; p = p->hh.next) {
-                char guest[INET6_ADDRSTRLEN];
+        MANAGER_FOREACH_PORT(p, d->manager) {
+                char guest[INET6_ADDRSTRLEN], path[PORT_PATH_MAX];
 
                 r = sd_bus_message_append(reply, "(sssqsqso)", p->sandbox->id, p->protocol,
                                           p->host_address, p->host_port,
                                           port_guest_address(p, guest, sizeof guest), p->guest_port,
-                                          port_state_to_string(p->state), p->path);
+                                          port_state_to_string(p->state), port_dbus_path(p, path));
                 if (r < 0)
                         return r;
         }
@@ -599,149 +641,142 @@ static int method_list_ports(sd_bus_message *message, void *userdata, sd_bus_err
         return sd_bus_send(NULL, reply, NULL);
 }
 
-static int property_get_active_sessions(sd_bus *bus, const char *path, const char *interface,
-                                        const char *property, sd_bus_message *reply, void *userdata,
-                                        sd_bus_error *error) {
-        return sd_bus_message_append(reply, "t", manager_active_sessions(userdata));
+static int property_get_manager(sd_bus *bus, const char *path, const char *interface,
+                                const char *property, sd_bus_message *reply, void *userdata,
+                                sd_bus_error *error) {
+        Manager *m = ((ManagerDBus *) userdata)->manager;
+
+        if (strcmp(property, "Version") == 0)
+                return sd_bus_message_append(reply, "s", manager_version(m));
+        if (strcmp(property, "NSandboxes") == 0)
+                return sd_bus_message_append(reply, "u", manager_n_sandboxes(m));
+        if (strcmp(property, "NPorts") == 0)
+                return sd_bus_message_append(reply, "u", manager_n_ports(m));
+        if (strcmp(property, "ActiveSessions") == 0)
+                return sd_bus_message_append(reply, "t", manager_active_sessions(m));
+        if (strcmp(property, "TotalSessions") == 0)
+                return sd_bus_message_append(reply, "t", manager_total_sessions(m));
+        if (strcmp(property, "DefaultMaxSessions") == 0)
+                return sd_bus_message_append(reply, "u", manager_default_max_sessions(m));
+        return sd_bus_message_append(reply, "t", manager_default_udp_idle_timeout_usec(m));
 }
 
-static int property_get_total_sessions(sd_bus *bus, const char *path, const char *interface,
-                                       const char *property, sd_bus_message *reply, void *userdata,
-                                       sd_bus_error *error) {
-        return sd_bus_message_append(reply, "t", manager_total_sessions(userdata));
+/* Signals and change notifications: one subscriber of the core's events. */
+
+static void emit_changed(ManagerDBus *d, const char *path, const char *interface, char **properties) {
+        if (properties[0])
+                (void) sd_bus_emit_properties_changed_strv(d->bus, path, interface, properties);
 }
 
-/* Signals and change notifications */
+static void on_sandbox_event(ManagerDBus *d, const ManagerEvent *ev) {
+        _cleanup_free_ char *path = NULL;
+        char *props[5];
+        size_t n = 0;
 
-static void on_sandbox_new(Manager *m, Sandbox *s) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_object_added(d->bus, s->path);
-        (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "SandboxNew", "so",
-                                  s->id, s->path);
-}
-
-static void on_sandbox_removed(Manager *m, Sandbox *s) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "SandboxRemoved", "so",
-                                  s->id, s->path);
-        (void) sd_bus_emit_object_removed(d->bus, s->path);
-}
-
-static void on_sandbox_changed(Manager *m, Sandbox *s, const char *property) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_properties_changed(d->bus, s->path, SANDBOX_INTERFACE, property, NULL);
-}
-
-static void on_port_published(Manager *m, Port *p) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_object_added(d->bus, p->path);
-        (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "PortPublished", "sssqo",
-                                  p->sandbox->id, p->protocol, p->host_address, p->host_port,
-                                  p->path);
-}
-
-static void on_port_unpublished(Manager *m, Port *p, const char *reason) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "PortUnpublished",
-                                  "sssqos", p->sandbox->id, p->protocol, p->host_address,
-                                  p->host_port, p->path, reason);
-        (void) sd_bus_emit_object_removed(d->bus, p->path);
-}
-
-static void on_port_changed(Manager *m, Port *p, const char *property) {
-        ManagerDBus *d = m->userdata;
-
-        if (strcmp(property, "State") == 0)
-                (void) sd_bus_emit_properties_changed(d->bus, p->path, PORT_INTERFACE, "State",
-                                                      "LastError", NULL);
-        else
-                (void) sd_bus_emit_properties_changed(d->bus, p->path, PORT_INTERFACE, property,
-                                                      NULL);
-}
-
-static void on_counts_changed(Manager *m) {
-        ManagerDBus *d = m->userdata;
-
-        (void) sd_bus_emit_properties_changed(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "NSandboxes",
-                                              "NPorts", NULL);
-}
-
-#define SESSIONS_SIGNAL_INTERVAL 1.0
-
-/* ActiveSessions changes with every connection: announce each object's value at most once a
- * second, and only when it differs from what was announced last. */
-static void sessions_timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
-        ManagerDBus *d = w->data;
-        Manager *m = d->manager;
-        uint64_t total;
-
-        d->sessions_last = ev_now(loop);
-        for (Port *p = m->ports; p; p = p->hh.next)
-                if (p->active_announced != p->stats.active) {
-                        p->active_announced = p->stats.active;
-                        (void) sd_bus_emit_properties_changed(d->bus, p->path, PORT_INTERFACE,
-                                                              "ActiveSessions", NULL);
-                }
-        for (Sandbox *s = m->sandboxes; s; s = s->hh.next) {
-                uint64_t n = sandbox_active_sessions(s);
-
-                if (s->active_announced != n) {
-                        s->active_announced = n;
-                        (void) sd_bus_emit_properties_changed(d->bus, s->path, SANDBOX_INTERFACE,
-                                                              "ActiveSessions", NULL);
-                }
-        }
-        total = manager_active_sessions(m);
-        if (d->active_announced != total) {
-                d->active_announced = total;
-                (void) sd_bus_emit_properties_changed(d->bus, MANAGER_PATH, MANAGER_INTERFACE,
-                                                      "ActiveSessions", NULL);
-        }
-}
-
-static void on_port_sessions_changed(Manager *m, Port *p) {
-        ManagerDBus *d = m->userdata;
-        struct ev_loop *loop = m->loop;
-        ev_tstamp after;
-
-        if (ev_is_active(&d->sessions_timer))
+        if (sandbox_dbus_path(ev->sandbox, &path) < 0) {
+                log_oom();
                 return;
-        after = d->sessions_last + SESSIONS_SIGNAL_INTERVAL - ev_now(loop);
-        ev_timer_set(&d->sessions_timer, after > 0 ? after : 0., 0.);
-        ev_timer_start(loop, &d->sessions_timer);
+        }
+        switch (ev->type) {
+        case MANAGER_EVENT_SANDBOX_NEW:
+                (void) sd_bus_emit_object_added(d->bus, path);
+                (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "SandboxNew",
+                                          "so", ev->sandbox->id, path);
+                break;
+        case MANAGER_EVENT_SANDBOX_REMOVED:
+                (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "SandboxRemoved",
+                                          "so", ev->sandbox->id, path);
+                (void) sd_bus_emit_object_removed(d->bus, path);
+                break;
+        default:
+                if (ev->changed & SANDBOX_CHANGED_GUEST_ADDRESSES)
+                        props[n++] = (char *) "GuestAddresses";
+                if (ev->changed & SANDBOX_CHANGED_PORTS)
+                        props[n++] = (char *) "Ports";
+                if (ev->changed & SANDBOX_CHANGED_MACHINE)
+                        props[n++] = (char *) "Machine";
+                if (ev->changed & SANDBOX_CHANGED_ACTIVE_SESSIONS)
+                        props[n++] = (char *) "ActiveSessions";
+                props[n] = NULL;
+                emit_changed(d, path, SANDBOX_INTERFACE, props);
+        }
 }
 
-static const ManagerEvents manager_dbus_events = {
-        .sandbox_new = on_sandbox_new,
-        .sandbox_removed = on_sandbox_removed,
-        .sandbox_changed = on_sandbox_changed,
-        .port_published = on_port_published,
-        .port_unpublished = on_port_unpublished,
-        .port_changed = on_port_changed,
-        .port_sessions_changed = on_port_sessions_changed,
-        .counts_changed = on_counts_changed,
-};
+static void on_port_event(ManagerDBus *d, const ManagerEvent *ev) {
+        const Port *p = ev->port;
+        char path[PORT_PATH_MAX];
+        char *props[5];
+        size_t n = 0;
+
+        port_dbus_path(p, path);
+        switch (ev->type) {
+        case MANAGER_EVENT_PORT_PUBLISHED:
+                (void) sd_bus_emit_object_added(d->bus, path);
+                (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "PortPublished",
+                                          "sssqo", p->sandbox->id, p->protocol, p->host_address,
+                                          p->host_port, path);
+                break;
+        case MANAGER_EVENT_PORT_UNPUBLISHED:
+                (void) sd_bus_emit_signal(d->bus, MANAGER_PATH, MANAGER_INTERFACE, "PortUnpublished",
+                                          "sssqos", p->sandbox->id, p->protocol, p->host_address,
+                                          p->host_port, path, port_reason_to_string(ev->reason));
+                (void) sd_bus_emit_object_removed(d->bus, path);
+                break;
+        default:
+                if (ev->changed & PORT_CHANGED_STATE) {
+                        props[n++] = (char *) "State";
+                        props[n++] = (char *) "LastError";
+                }
+                if (ev->changed & PORT_CHANGED_GUEST_ADDRESS)
+                        props[n++] = (char *) "GuestAddress";
+                if (ev->changed & PORT_CHANGED_ACTIVE_SESSIONS)
+                        props[n++] = (char *) "ActiveSessions";
+                props[n] = NULL;
+                emit_changed(d, path, PORT_INTERFACE, props);
+        }
+}
+
+static void on_event(Manager *m, const ManagerEvent *ev, void *userdata) {
+        ManagerDBus *d = userdata;
+        char *props[4];
+        size_t n = 0;
+
+        switch (ev->type) {
+        case MANAGER_EVENT_SANDBOX_NEW:
+        case MANAGER_EVENT_SANDBOX_REMOVED:
+        case MANAGER_EVENT_SANDBOX_CHANGED:
+                on_sandbox_event(d, ev);
+                break;
+        case MANAGER_EVENT_PORT_PUBLISHED:
+        case MANAGER_EVENT_PORT_UNPUBLISHED:
+        case MANAGER_EVENT_PORT_CHANGED:
+                on_port_event(d, ev);
+                break;
+        case MANAGER_EVENT_MANAGER_CHANGED:
+                if (ev->changed & MANAGER_CHANGED_COUNTS) {
+                        props[n++] = (char *) "NSandboxes";
+                        props[n++] = (char *) "NPorts";
+                }
+                if (ev->changed & MANAGER_CHANGED_ACTIVE_SESSIONS)
+                        props[n++] = (char *) "ActiveSessions";
+                props[n] = NULL;
+                emit_changed(d, MANAGER_PATH, MANAGER_INTERFACE, props);
+                break;
+        }
+}
 
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Version", "s", NULL, offsetof(Manager, version),
+        SD_BUS_PROPERTY("Version", "s", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("NSandboxes", "u", property_get_manager, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("NPorts", "u", property_get_manager, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ActiveSessions", "t", property_get_manager, 0,
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("TotalSessions", "t", property_get_manager, 0, 0),
+        SD_BUS_PROPERTY("DefaultMaxSessions", "u", property_get_manager, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("NSandboxes", "u", NULL, offsetof(Manager, n_sandboxes),
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("NPorts", "u", NULL, offsetof(Manager, n_ports),
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("ActiveSessions", "t", property_get_active_sessions, 0,
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("TotalSessions", "t", property_get_total_sessions, 0, 0),
-        SD_BUS_PROPERTY("DefaultMaxSessions", "u", NULL, offsetof(Manager, default_max_sessions),
-                        SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("DefaultUDPIdleTimeoutUSec", "t", NULL,
-                        offsetof(Manager, default_udp_idle_timeout_usec),
+        SD_BUS_PROPERTY("DefaultUDPIdleTimeoutUSec", "t", property_get_manager, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST),
 
         SD_BUS_METHOD_WITH_ARGS("PublishPorts",
@@ -788,32 +823,30 @@ int manager_dbus_new(ManagerDBus **ret, Manager *m, sd_bus *bus) {
                 return -ENOMEM;
         d->manager = m;
         d->bus = sd_bus_ref(bus);
-        ev_timer_init(&d->sessions_timer, sessions_timer_cb, 0., 0.);
-        d->sessions_timer.data = d;
-        d->sessions_last = ev_now(m->loop) - SESSIONS_SIGNAL_INTERVAL;
 
         r = sd_bus_add_object_vtable(bus, &d->slots[0], MANAGER_PATH, MANAGER_INTERFACE,
-                                     manager_vtable, m);
+                                     manager_vtable, d);
         if (r >= 0)
                 r = sd_bus_add_object_manager(bus, &d->slots[1], MANAGER_PATH);
         if (r >= 0)
                 r = sd_bus_add_fallback_vtable(bus, &d->slots[2], SANDBOX_PATH_PREFIX,
                                                SANDBOX_INTERFACE, sandbox_vtable,
-                                               sandbox_object_find, m);
+                                               sandbox_object_find, d);
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(bus, &d->slots[3], SANDBOX_PATH_PREFIX,
-                                               sandbox_node_enumerator, m);
+                                               sandbox_node_enumerator, d);
         if (r >= 0)
                 r = sd_bus_add_fallback_vtable(bus, &d->slots[4], PORT_PATH_PREFIX, PORT_INTERFACE,
-                                               port_vtable, port_object_find, m);
+                                               port_vtable, port_object_find, d);
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(bus, &d->slots[5], PORT_PATH_PREFIX,
-                                               port_node_enumerator, m);
+                                               port_node_enumerator, d);
+        if (r >= 0)
+                r = manager_subscribe(m, on_event, d, &d->subscriber);
         if (r < 0) {
                 manager_dbus_free(d);
                 return r;
         }
-        manager_set_events(m, &manager_dbus_events, d);
         *ret = d;
         return 0;
 }
@@ -821,9 +854,9 @@ int manager_dbus_new(ManagerDBus **ret, Manager *m, sd_bus *bus) {
 ManagerDBus *manager_dbus_free(ManagerDBus *d) {
         if (!d)
                 return NULL;
-        ev_timer_stop(d->manager->loop, &d->sessions_timer);
-        if (d->manager->userdata == d)
-                manager_set_events(d->manager, NULL, NULL);
+        while (d->calls)
+                dbus_call_free(d->calls);
+        d->subscriber = manager_unsubscribe(d->subscriber);
         for (size_t i = 0; i < ELEMENTSOF(d->slots); i++)
                 sd_bus_slot_unref(d->slots[i]);
         sd_bus_unref(d->bus);

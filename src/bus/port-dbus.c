@@ -24,7 +24,7 @@ int port_object_find(sd_bus *bus, const char *path, const char *interface, void 
         serial = strtoull(e, &end, 10);
         if (errno != 0 || *end)
                 return 0;
-        p = manager_find_port_by_serial(userdata, serial);
+        p = manager_find_port_by_serial(manager_dbus_manager(userdata), serial);
         if (!p)
                 return 0;
         *found = p;
@@ -33,15 +33,17 @@ int port_object_find(sd_bus *bus, const char *path, const char *interface, void 
 
 int port_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                          sd_bus_error *error) {
-        Manager *m = userdata;
+        Manager *m = manager_dbus_manager(userdata);
         char **l;
         size_t i = 0;
 
-        l = calloc(m->n_ports + 1, sizeof(char *));
+        l = calloc(manager_n_ports(m) + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
-        for (Port *p = m->ports; p; p = p->hh.next) {
-                l[i] = strdup(p->path);
+        MANAGER_FOREACH_PORT(p, m) {
+                char buf[PORT_PATH_MAX];
+
+                l[i] = strdup(port_dbus_path(p, buf));
                 if (!l[i]) {
                         while (i > 0)
                                 free(l[--i]);
@@ -78,11 +80,25 @@ static int property_get_active_sessions(sd_bus *bus, const char *path, const cha
         return sd_bus_message_append(reply, "u", (uint32_t) MIN(p->stats.active, UINT32_MAX));
 }
 
+/* By its tuple: the port may be gone by the time the caller is known. */
 static int method_unpublish(sd_bus_message *message, void *userdata, sd_bus_error *error) {
         Port *p = userdata;
+        ManagerRequestArgs args = {};
+        PortSpec *spec;
 
-        manager_unpublish_port(p->manager, p, "request");
-        return sd_bus_reply_method_return(message, NULL);
+        args.sandbox_id = strdup(p->sandbox->id);
+        spec = calloc(1, sizeof *spec);
+        if (!args.sandbox_id || !spec) {
+                free(args.sandbox_id);
+                free(spec);
+                return -ENOMEM;
+        }
+        *spec = (PortSpec){ .proto = p->proto, .host_port = p->host_port };
+        (void) snprintf(spec->host_address, sizeof spec->host_address, "%s", p->host_address);
+        args.specs = spec;
+        args.n_specs = 1;
+        return manager_dbus_submit(manager_dbus_from_message(message), message,
+                                   MANAGER_REQUEST_UNPUBLISH, &args, DBUS_REPLY_EMPTY, error);
 }
 
 const sd_bus_vtable port_vtable[] = {

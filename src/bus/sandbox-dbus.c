@@ -15,7 +15,7 @@ int sandbox_object_find(sd_bus *bus, const char *path, const char *interface, vo
         r = sd_bus_path_decode(path, SANDBOX_PATH_PREFIX, &id);
         if (r <= 0)
                 return r;
-        s = manager_find_sandbox(userdata, id);
+        s = manager_find_sandbox(manager_dbus_manager(userdata), id);
         if (!s)
                 return 0;
         *found = s;
@@ -24,20 +24,21 @@ int sandbox_object_find(sd_bus *bus, const char *path, const char *interface, vo
 
 int sandbox_node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes,
                             sd_bus_error *error) {
-        Manager *m = userdata;
+        Manager *m = manager_dbus_manager(userdata);
         char **l;
         size_t i = 0;
+        int r;
 
-        l = calloc(m->n_sandboxes + 1, sizeof(char *));
+        l = calloc(manager_n_sandboxes(m) + 1, sizeof(char *));
         if (!l)
                 return -ENOMEM;
-        for (Sandbox *s = m->sandboxes; s; s = s->hh.next) {
-                l[i] = strdup(s->path);
-                if (!l[i]) {
+        MANAGER_FOREACH_SANDBOX(s, m) {
+                r = sandbox_dbus_path(s, &l[i]);
+                if (r < 0) {
                         while (i > 0)
                                 free(l[--i]);
                         free(l);
-                        return -ENOMEM;
+                        return r;
                 }
                 i++;
         }
@@ -79,12 +80,22 @@ static int property_get_ports(sd_bus *bus, const char *path, const char *interfa
         r = sd_bus_message_open_container(reply, 'a', "o");
         if (r < 0)
                 return r;
-        for (Port *p = s->ports; p; p = p->sandbox_next) {
-                r = sd_bus_message_append(reply, "o", p->path);
+        SANDBOX_FOREACH_PORT(p, s) {
+                char buf[PORT_PATH_MAX];
+
+                r = sd_bus_message_append(reply, "o", port_dbus_path(p, buf));
                 if (r < 0)
                         return r;
         }
         return sd_bus_message_close_container(reply);
+}
+
+static int property_get_machine(sd_bus *bus, const char *path, const char *interface,
+                                const char *property, sd_bus_message *reply, void *userdata,
+                                sd_bus_error *error) {
+        Sandbox *s = userdata;
+
+        return sd_bus_message_append(reply, "b", (int) s->machine);
 }
 
 static int property_get_active_sessions(sd_bus *bus, const char *path, const char *interface,
@@ -93,29 +104,74 @@ static int property_get_active_sessions(sd_bus *bus, const char *path, const cha
         return sd_bus_message_append(reply, "t", sandbox_active_sessions(userdata));
 }
 
-static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s = userdata;
+/* The request names the sandbox by id: it may be gone by the time the caller is known. */
+static int args_for(const Sandbox *s, ManagerRequestArgs *args) {
+        *args = (ManagerRequestArgs){ .sandbox_id = strdup(s->id) };
+        return args->sandbox_id ? 0 : -ENOMEM;
+}
 
-        return manager_dbus_publish(message, s->manager, s->id, error, 0);
+static void args_drop(ManagerRequestArgs *args) {
+        free(args->sandbox_id);
+        free(args->specs);
+}
+
+static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        ManagerRequestArgs args;
+        int r;
+
+        r = args_for(userdata, &args);
+        if (r >= 0)
+                r = manager_dbus_read_port_specs(message, args.sandbox_id, true, &args, error);
+        if (r >= 0)
+                r = manager_dbus_read_options(message, args.sandbox_id, &args, error);
+        if (r < 0) {
+                args_drop(&args);
+                return r;
+        }
+        return manager_dbus_submit(manager_dbus_from_message(message), message,
+                                   MANAGER_REQUEST_PUBLISH, &args, DBUS_REPLY_PUBLISHED, error);
 }
 
 static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s = userdata;
+        ManagerRequestArgs args;
+        int r;
 
-        return manager_dbus_unpublish(message, s->manager, s, error);
+        r = args_for(userdata, &args);
+        if (r >= 0)
+                r = manager_dbus_read_port_specs(message, args.sandbox_id, false, &args, error);
+        if (r < 0) {
+                args_drop(&args);
+                return r;
+        }
+        return manager_dbus_submit(manager_dbus_from_message(message), message,
+                                   MANAGER_REQUEST_UNPUBLISH, &args, DBUS_REPLY_EMPTY, error);
 }
 
 static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s = userdata;
+        ManagerRequestArgs args;
+        int r;
 
-        return manager_dbus_set_guest_addresses(message, s->manager, s, error);
+        r = args_for(userdata, &args);
+        if (r >= 0)
+                r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
+        if (r < 0) {
+                args_drop(&args);
+                return r;
+        }
+        return manager_dbus_submit(manager_dbus_from_message(message), message,
+                                   MANAGER_REQUEST_SET_GUEST_ADDRESSES, &args, DBUS_REPLY_EMPTY,
+                                   error);
 }
 
 static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        Sandbox *s = userdata;
+        ManagerRequestArgs args;
+        int r;
 
-        manager_remove_sandbox(s->manager, s, "sandbox-removed");
-        return sd_bus_reply_method_return(message, NULL);
+        r = args_for(userdata, &args);
+        if (r < 0)
+                return r;
+        return manager_dbus_submit(manager_dbus_from_message(message), message,
+                                   MANAGER_REQUEST_REMOVE_SANDBOX, &args, DBUS_REPLY_EMPTY, error);
 }
 
 const sd_bus_vtable sandbox_vtable[] = {
@@ -125,8 +181,7 @@ const sd_bus_vtable sandbox_vtable[] = {
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Ports", "ao", property_get_ports, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Owner", "u", NULL, offsetof(Sandbox, owner), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Machine", "b", NULL, offsetof(Sandbox, machine),
-                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Machine", "b", property_get_machine, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ActiveSessions", "t", property_get_active_sessions, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD_WITH_ARGS("PublishPorts", SD_BUS_ARGS("a(ssqq)", ports, "a{sv}", options),

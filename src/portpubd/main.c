@@ -22,7 +22,6 @@ typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
 static BusKind arg_bus = BUS_SYSTEM;
 static const char *arg_bus_address;
-static const char *arg_state_file = STATE_FILE_DEFAULT;
 static uint32_t arg_max_sessions = MANAGER_MAX_SESSIONS_DEFAULT;
 static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
 static unsigned arg_busy_poll_usec = BUSY_POLL_DEFAULT_USEC;
@@ -33,6 +32,7 @@ typedef struct Context {
         BusEv *bus_ev;
         Manager *manager;
         ManagerDBus *manager_dbus;
+        LocalAuthorizer authorizer;
         ev_signal sigterm, sigint, sighup;
         BusyPoll busy_poll;
         ev_timer watchdog;
@@ -48,13 +48,12 @@ static void help(void) {
                "     --system               Connect to the system bus (default)\n"
                "     --user                 Connect to the user's bus\n"
                "     --bus-address=ADDRESS  Connect to the bus at ADDRESS\n"
-               "     --state-file=PATH      Where publications are kept (default %s)\n"
                "     --max-sessions=N       Default MaxSessions of a port (default %u)\n"
                "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
                "     --busy-poll=USEC       Poll without sleeping this long after work (default %u,\n"
                "                            0: never)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
-               STATE_FILE_DEFAULT, MANAGER_MAX_SESSIONS_DEFAULT, BUSY_POLL_DEFAULT_USEC);
+               MANAGER_MAX_SESSIONS_DEFAULT, BUSY_POLL_DEFAULT_USEC);
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -63,7 +62,6 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_SYSTEM,
                 ARG_USER,
                 ARG_BUS_ADDRESS,
-                ARG_STATE_FILE,
                 ARG_MAX_SESSIONS,
                 ARG_UDP_IDLE_TIMEOUT,
                 ARG_BUSY_POLL,
@@ -75,7 +73,6 @@ static int parse_argv(int argc, char *argv[]) {
                 { "system", no_argument, NULL, ARG_SYSTEM },
                 { "user", no_argument, NULL, ARG_USER },
                 { "bus-address", required_argument, NULL, ARG_BUS_ADDRESS },
-                { "state-file", required_argument, NULL, ARG_STATE_FILE },
                 { "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
                 { "udp-idle-timeout", required_argument, NULL, ARG_UDP_IDLE_TIMEOUT },
                 { "busy-poll", required_argument, NULL, ARG_BUSY_POLL },
@@ -104,9 +101,6 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_bus = BUS_ADDRESS;
                         arg_bus_address = optarg;
                         break;
-                case ARG_STATE_FILE:
-                        arg_state_file = optarg;
-                        break;
                 case ARG_MAX_SESSIONS:
                         errno = 0;
                         v = strtoull(optarg, &end, 10);
@@ -120,7 +114,8 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_UDP_IDLE_TIMEOUT:
                         errno = 0;
                         v = strtoull(optarg, &end, 10);
-                        if (errno || *end || v == 0 || v > RELAY_IDLE_TIMEOUT_MAX_USEC / USEC_PER_SEC || optarg[0] == '-')
+                        if (errno || *end || v == 0 ||
+                            v > RELAY_IDLE_TIMEOUT_MAX_USEC / USEC_PER_SEC || optarg[0] == '-')
                                 return log_error_errno(
                                         EINVAL,
                                         "Invalid --udp-idle-timeout='%s': expected seconds, 1 or more.",
@@ -250,6 +245,25 @@ static int request_name(Context *c) {
                                         "su", BUS_NAME, 4 /* DBUS_NAME_FLAG_DO_NOT_QUEUE */);
 }
 
+/* PORTPUB_TEST_FAIL_RELAY=N: the N-th relay built fails, as if the kernel had refused a socket
+ * option after the bind; the tests use it to show that such a failure changes nothing. */
+static void setup_test_hooks(Manager *m) {
+        const char *e = getenv("PORTPUB_TEST_FAIL_RELAY");
+        unsigned long n;
+        char *end;
+
+        if (!e)
+                return;
+        errno = 0;
+        n = strtoul(e, &end, 10);
+        if (errno || *end || n == 0 || n > UINT32_MAX) {
+                log_warning("Invalid PORTPUB_TEST_FAIL_RELAY='%s', ignoring.", e);
+                return;
+        }
+        log_notice("Test hook: relay %lu will fail to build.", n);
+        manager_set_fail_relay(m, (unsigned) n);
+}
+
 static int run(int argc, char *argv[]) {
         Context c = { .exit_code = EXIT_SUCCESS };
         uint64_t watchdog_usec = 0;
@@ -278,8 +292,12 @@ static int run(int argc, char *argv[]) {
                 log_oom();
                 goto finish_fail;
         }
-        c.manager->default_max_sessions = arg_max_sessions;
-        c.manager->default_udp_idle_timeout_usec = arg_udp_idle_timeout_usec;
+        manager_set_defaults(c.manager, arg_max_sessions, arg_udp_idle_timeout_usec);
+        /* A user's own bus is the user's: everyone on it may change everything. Elsewhere (the
+         * system bus, --bus-address=) only root may, until polkit is asked. */
+        local_authorizer_init(&c.authorizer, arg_bus == BUS_USER);
+        manager_set_authorizer(c.manager, &c.authorizer.authorizer);
+        setup_test_hooks(c.manager);
         r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
         if (r < 0) {
                 log_error_errno(r, "Failed to export objects: %m");
@@ -314,7 +332,7 @@ static int run(int argc, char *argv[]) {
 
         (void) sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
         if (c.name_acquired)
-                manager_remove_all(c.manager, "shutdown");
+                manager_remove_all(c.manager, PORT_REASON_SHUTDOWN);
         if (c.bus)
                 (void) sd_bus_flush(c.bus);
         goto finish;

@@ -186,11 +186,6 @@ struct TcpRelay {
         Backoff early_read; /* of the read on arrival; see conn_established() */
 };
 
-static void *mfree(void *p) {
-        free(p);
-        return NULL;
-}
-
 /* Errors that say "this process is short of something", not "this connection is broken". */
 static bool errno_is_shortage(int e) {
         return e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM;

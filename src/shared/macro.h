@@ -41,6 +41,12 @@
                         func(*p);                                                                  \
         }
 
+/* Frees and returns NULL, for "p->x = mfree(p->x)". */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
 static inline void freep(void *p) {
         free(*(void **) p);
 }
