@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <uthash.h>
+
 #include "errors.h"
 #include "log.h"
 #include "macro.h"
@@ -20,25 +22,40 @@
 /* Calls waiting for the bus's answer about their caller or for the core; callers can send them
  * faster than they are answered, so bound what they may hold. */
 #define DBUS_CALLS_PENDING_MAX 256U
+/* Peers whose credentials the face keeps while they are connected. */
+#define DBUS_PEERS_MAX 4096U
 
 typedef struct DBusCall DBusCall;
+typedef struct DBusPeer DBusPeer;
 
 struct ManagerDBus {
         Manager *manager;
         sd_bus *bus;
-        sd_bus_slot *slots[6];
+        sd_bus_slot *slots[7];
         ManagerSubscriber *subscriber;
         DBusCall *calls;
         unsigned n_calls;
+        DBusPeer *peers; /* by unique name */
+        unsigned n_peers;
+};
+
+/* A connection on the bus that made a mutating call: who it is (asked once), and the Caller
+ * the core knows it by until it leaves the bus. */
+struct DBusPeer {
+        ManagerDBus *dbus;
+        char *name;
+        Caller *caller; /* NULL until the bus said who it is */
+        sd_bus_slot *creds_slot;
+        UT_hash_handle hh;
 };
 
 struct DBusCall {
         ManagerDBus *dbus;
+        DBusPeer *peer;
         sd_bus_message *message;
         ManagerRequestType type;
         ManagerRequestArgs args; /* until the request takes them */
         DBusReply reply;
-        sd_bus_slot *creds_slot; /* while asking the bus who the caller is */
         ManagerRequest *request; /* while the core has it */
         DBusCall *next, *prev;
 };
@@ -293,7 +310,6 @@ static DBusCall *dbus_call_free(DBusCall *c) {
                 c->dbus->n_calls--;
         }
         manager_request_cancel(c->request);
-        sd_bus_slot_unref(c->creds_slot);
         sd_bus_message_unref(c->message);
         args_clear(&c->args);
         free(c);
@@ -357,18 +373,86 @@ static void dbus_call_done(ManagerRequest *req, const ManagerResult *res, void *
         dbus_call_free(c);
 }
 
-/* The bus said who is calling: from here on the core has the call. */
-static int dbus_call_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+/* Hands the call to the core; it may complete (and free c) before this returns. */
+static void dbus_call_start(DBusCall *c) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        DBusCall *c = userdata;
-        ManagerDBus *d = c->dbus;
-        Caller *caller = NULL;
-        uint32_t uid = UINT32_MAX, pid = 0;
         ManagerRequest *req;
         int r;
 
-        c->creds_slot = sd_bus_slot_unref(c->creds_slot);
+        r = manager_request_new(&req, c->dbus->manager, c->type, c->peer->caller, dbus_call_done, c);
+        if (r < 0) {
+                dbus_call_reply_error(c, r, &error);
+                dbus_call_free(c);
+                return;
+        }
+        *manager_request_args(req) = c->args;
+        c->args = (ManagerRequestArgs){};
+        c->request = req;
+        manager_request_start(req);
+}
+
+/* Calls of peer that still wait for the bus to say who it is, oldest first. */
+static void peer_start_calls(DBusPeer *peer, int r, sd_bus_error *error) {
+        ManagerDBus *d = peer->dbus;
+        DBusCall *c, *prev, *last = NULL;
+
+        for (c = d->calls; c; c = c->next)
+                last = c;
+        for (c = last; c; c = prev) {
+                prev = c->prev;
+                if (c->peer != peer || c->request)
+                        continue;
+                if (r < 0) {
+                        dbus_call_reply_error(c, r, error);
+                        dbus_call_free(c);
+                } else
+                        dbus_call_start(c);
+        }
+}
+
+static DBusPeer *peer_free(DBusPeer *peer) {
+        ManagerDBus *d;
+        DBusCall *c, *next;
+
+        if (!peer)
+                return NULL;
+        d = peer->dbus;
+        HASH_DEL(d->peers, peer);
+        d->n_peers--;
+        /* No one is left to hear the replies. */
+        for (c = d->calls; c; c = next) {
+                next = c->next;
+                if (c->peer == peer)
+                        dbus_call_free(c);
+        }
+        sd_bus_slot_unref(peer->creds_slot);
+        caller_unref(peer->caller);
+        free(peer->name);
+        free(peer);
+        return NULL;
+}
+
+/* The peer left the bus: the core drops its pending requests and its caller-bound ports. */
+static void peer_gone(DBusPeer *peer) {
+        Caller *caller = caller_ref(peer->caller);
+        ManagerDBus *d = peer->dbus;
+
+        peer_free(peer);
+        if (caller) {
+                manager_caller_gone(d->manager, caller);
+                caller_unref(caller);
+        }
+}
+
+static int peer_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        DBusPeer *peer = userdata;
+        uint32_t uid = UINT32_MAX, pid = 0;
+        int r;
+
+        peer->creds_slot = sd_bus_slot_unref(peer->creds_slot);
         if (sd_bus_message_is_method_error(reply, NULL)) {
+                /* Most likely it left the bus right after calling. */
                 r = sd_bus_error_setf(&error, SD_BUS_ERROR_ACCESS_DENIED,
                                       "Cannot tell who is calling, so nothing is changed: %s",
                                       sd_bus_message_get_error(reply)->message);
@@ -396,28 +480,75 @@ static int dbus_call_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_e
                         "Cannot tell who is calling: the bus did not say its uid, so nothing is changed");
                 goto fail;
         }
-        r = caller_new(&caller, (uid_t) uid, (pid_t) pid, sd_bus_message_get_sender(c->message));
+        r = caller_new(&peer->caller, (uid_t) uid, (pid_t) pid, peer->name);
+        if (r >= 0)
+                r = caller_set_bus_name(peer->caller, peer->name);
         if (r < 0)
                 goto fail;
-        r = manager_request_new(&req, d->manager, c->type, caller, dbus_call_done, c);
-        caller_unref(caller);
-        if (r < 0)
-                goto fail;
-        *manager_request_args(req) = c->args;
-        c->args = (ManagerRequestArgs){};
-        c->request = req;
-        /* May complete (and free c) before it returns. */
-        manager_request_start(req);
+        peer_start_calls(peer, 0, NULL);
         return 0;
 
 fail:
-        dbus_call_reply_error(c, r, &error);
-        dbus_call_free(c);
+        peer_start_calls(peer, r, &error);
+        peer_free(peer);
+        return 0;
+}
+
+static int peer_get(ManagerDBus *d, const char *name, DBusPeer **ret, sd_bus_error *error) {
+        DBusPeer *peer;
+        int r;
+
+        HASH_FIND_STR(d->peers, name, peer);
+        if (peer) {
+                *ret = peer;
+                return 0;
+        }
+        if (d->n_peers >= DBUS_PEERS_MAX)
+                return sd_bus_error_setf(
+                        error, PORTPUB_ERROR_LIMIT_EXCEEDED,
+                        "Cannot take calls from %s now: %u connections are known, the limit", name,
+                        d->n_peers);
+        peer = calloc(1, sizeof *peer);
+        if (!peer)
+                return -ENOMEM;
+        peer->dbus = d;
+        peer->name = strdup(name);
+        if (!peer->name) {
+                free(peer);
+                return -ENOMEM;
+        }
+        HASH_ADD_KEYPTR(hh, d->peers, peer->name, strlen(peer->name), peer);
+        d->n_peers++;
+        /* Sent after the NameOwnerChanged match (installed at start): a peer that leaves before
+         * this is answered fails it, one that leaves after is announced. */
+        r = sd_bus_call_method_async(d->bus, &peer->creds_slot, "org.freedesktop.DBus",
+                                     "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                     "GetConnectionCredentials", peer_creds_reply, peer, "s", name);
+        if (r < 0) {
+                peer_free(peer);
+                return r;
+        }
+        *ret = peer;
+        return 0;
+}
+
+static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        ManagerDBus *d = userdata;
+        const char *name, *old_owner, *new_owner;
+        DBusPeer *peer;
+
+        if (sd_bus_message_read(m, "sss", &name, &old_owner, &new_owner) < 0 || name[0] != ':' ||
+            new_owner[0] != 0)
+                return 0;
+        HASH_FIND_STR(d->peers, name, peer);
+        if (peer)
+                peer_gone(peer);
         return 0;
 }
 
 int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestType type,
                         ManagerRequestArgs *args, DBusReply reply, sd_bus_error *error) {
+        DBusPeer *peer = NULL;
         DBusCall *c;
         int r;
 
@@ -426,6 +557,11 @@ int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestT
                         error, PORTPUB_ERROR_LIMIT_EXCEEDED,
                         "Cannot change sandbox '%s' now: %u calls are already waiting, try again",
                         args->sandbox_id ? args->sandbox_id : "", d->n_calls);
+                args_clear(args);
+                return r;
+        }
+        r = peer_get(d, sd_bus_message_get_sender(message), &peer, error);
+        if (r < 0) {
                 args_clear(args);
                 return r;
         }
@@ -441,20 +577,14 @@ int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestT
         c->args.interactive = sd_bus_message_get_allow_interactive_authorization(message) > 0;
         c->message = sd_bus_message_ref(message);
         c->dbus = d;
+        c->peer = peer;
         c->next = d->calls;
         if (d->calls)
                 d->calls->prev = c;
         d->calls = c;
         d->n_calls++;
-
-        r = sd_bus_call_method_async(d->bus, &c->creds_slot, "org.freedesktop.DBus",
-                                     "/org/freedesktop/DBus", "org.freedesktop.DBus",
-                                     "GetConnectionCredentials", dbus_call_creds_reply, c, "s",
-                                     sd_bus_message_get_sender(message));
-        if (r < 0) {
-                dbus_call_free(c);
-                return r;
-        }
+        if (peer->caller)
+                dbus_call_start(c);
         return 1;
 }
 
@@ -841,6 +971,15 @@ int manager_dbus_new(ManagerDBus **ret, Manager *m, sd_bus *bus) {
         if (r >= 0)
                 r = sd_bus_add_node_enumerator(bus, &d->slots[5], PORT_PATH_PREFIX,
                                                port_node_enumerator, d);
+        /* Every connection that leaves the bus (its unique name loses its owner): one match for
+         * all, as a bus limits the matches of a connection. */
+        if (r >= 0)
+                r = sd_bus_add_match_async(bus, &d->slots[6],
+                                           "type='signal',sender='org.freedesktop.DBus',"
+                                           "path='/org/freedesktop/DBus',"
+                                           "interface='org.freedesktop.DBus',"
+                                           "member='NameOwnerChanged',arg2=''",
+                                           on_name_owner_changed, NULL, d);
         if (r >= 0)
                 r = manager_subscribe(m, on_event, d, &d->subscriber);
         if (r < 0) {
@@ -854,6 +993,8 @@ int manager_dbus_new(ManagerDBus **ret, Manager *m, sd_bus *bus) {
 ManagerDBus *manager_dbus_free(ManagerDBus *d) {
         if (!d)
                 return NULL;
+        while (d->peers)
+                peer_free(d->peers);
         while (d->calls)
                 dbus_call_free(d->calls);
         d->subscriber = manager_unsubscribe(d->subscriber);

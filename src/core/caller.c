@@ -23,6 +23,16 @@ int caller_new(Caller **ret, uid_t uid, pid_t pid, const char *label) {
         return 0;
 }
 
+int caller_set_bus_name(Caller *c, const char *name) {
+        char *copy = strdup(name);
+
+        if (!copy)
+                return -ENOMEM;
+        free(c->bus_name);
+        c->bus_name = copy;
+        return 0;
+}
+
 Caller *caller_ref(Caller *c) {
         if (c)
                 c->n_ref++;
@@ -33,6 +43,7 @@ Caller *caller_unref(Caller *c) {
         if (!c || --c->n_ref > 0)
                 return NULL;
         free(c->label);
+        free(c->bus_name);
         free(c);
         return NULL;
 }

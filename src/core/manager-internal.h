@@ -71,5 +71,8 @@ int manager_execute_unpublish(Manager *m, const ManagerRequestArgs *a, ManagerEr
 int manager_execute_remove_sandbox(Manager *m, const ManagerRequestArgs *a, ManagerError *e);
 int manager_execute_set_guest_addresses(Manager *m, const ManagerRequestArgs *a, ManagerError *e);
 
+/* Unpublishes the ports c published with BindToCaller (reason caller-vanished). */
+void manager_unpublish_caller_ports(Manager *m, Caller *c);
+
 /* request.c */
 void manager_cancel_all_requests(Manager *m);

@@ -460,14 +460,15 @@ static Port *port_free(Port *p) {
         free(p->listen_addresses);
         free(p->host_address);
         free(p->last_error);
+        caller_unref(p->caller);
         free(p);
         return NULL;
 }
 
 /* Builds a port around bound sockets for sandbox s (which may not be linked yet); links nothing
  * and starts nothing. */
-static int port_new(Port **ret, Manager *m, Sandbox *s, uint64_t serial, const PortSpec *spec,
-                    const BoundPort *b, const PortOptions *o) {
+static int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t serial,
+                    const PortSpec *spec, const BoundPort *b, const PortOptions *o) {
         Port *p;
 
         p = calloc(1, sizeof *p);
@@ -503,6 +504,8 @@ static int port_new(Port **ret, Manager *m, Sandbox *s, uint64_t serial, const P
                             : o->proxy_protocol == RELAY_PROXY_V2 ? "v2"
                                                                   : "";
         p->bind_to_caller = o->bind_to_caller;
+        if (o->bind_to_caller)
+                p->caller = caller_ref(caller);
         port_make_key(p->key, sizeof p->key, p->proto, p->host_address, p->host_port);
         p->state = RELAY_LISTENING;
         *ret = p;
@@ -590,6 +593,7 @@ static int sandbox_new(Sandbox **ret, const char *id, uint32_t owner) {
 
 typedef struct Publish {
         Manager *m;
+        Caller *caller;
         const ManagerRequestArgs *a;
         Sandbox *s; /* the sandbox if it exists, else NULL until commit creates it */
         Sandbox *new_sandbox;
@@ -682,8 +686,8 @@ static int publish_build(Publish *p) {
 
                 if (p->bound[i].n == 0)
                         continue;
-                r = port_new(&p->created[i], m, p->s ? p->s : p->new_sandbox, ++serial, spec,
-                             &p->bound[i], &a->options);
+                r = port_new(&p->created[i], m, p->s ? p->s : p->new_sandbox, p->caller, ++serial,
+                             spec, &p->bound[i], &a->options);
                 if (r < 0)
                         return r;
                 r = port_build_relay(p->created[i], &p->bound[i], &t, a->options.proxy_protocol);
@@ -784,6 +788,7 @@ int manager_execute_publish(Manager *m, Caller *caller, const ManagerRequestArgs
         _cleanup_free_ Port **created = NULL;
         Publish p = {
                 .m = m,
+                .caller = caller,
                 .a = a,
                 .s = manager_find_sandbox(m, a->sandbox_id),
                 .set_guest =
@@ -902,6 +907,25 @@ int manager_execute_set_guest_addresses(Manager *m, const ManagerRequestArgs *a,
         emit_sandbox(m, MANAGER_EVENT_SANDBOX_CHANGED, s, changed);
         sandbox_retarget(m, s);
         return 0;
+}
+
+void manager_unpublish_caller_ports(Manager *m, Caller *c) {
+        MANAGER_FOREACH_SANDBOX(s, m) {
+                Port *p = sandbox_first_port(s), *next;
+                bool changed = false;
+
+                for (; p; p = next) {
+                        next = port_next_in_sandbox(p);
+                        if (p->caller != c)
+                                continue;
+                        port_unpublish(m, p, PORT_REASON_CALLER_VANISHED);
+                        changed = true;
+                }
+                if (changed) {
+                        emit_sandbox(m, MANAGER_EVENT_SANDBOX_CHANGED, s, SANDBOX_CHANGED_PORTS);
+                        emit_manager(m, MANAGER_CHANGED_COUNTS);
+                }
+        }
 }
 
 void manager_remove_all(Manager *m, PortReason reason) {

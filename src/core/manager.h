@@ -181,7 +181,9 @@ void manager_request_start(ManagerRequest *req);
  * the request would have changed is changed. */
 void manager_request_cancel(ManagerRequest *req);
 
-/* The caller's connection went away: its pending requests are cancelled. */
+/* The caller's connection went away: its pending requests are cancelled, and the ports it
+ * published with BindToCaller are unpublished (reason caller-vanished); nothing else of their
+ * sandboxes changes. */
 void manager_caller_gone(Manager *m, Caller *c);
 
 /* Objects */
@@ -210,6 +212,7 @@ struct Port {
         uint32_t max_sessions;
         const char *proxy_protocol;
         bool bind_to_caller;
+        Caller *caller; /* bind_to_caller: the port goes when this caller does */
         bool linked; /* in the manager's tables: published */
 
         uint64_t active_announced; /* ActiveSessions as last announced */

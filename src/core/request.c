@@ -148,11 +148,6 @@ static int request_validate(ManagerRequest *req, ManagerError *e) {
 
         switch (req->type) {
         case MANAGER_REQUEST_PUBLISH:
-                if (o->bind_to_caller)
-                        return manager_fail(
-                                e, MANAGER_E_NOT_SUPPORTED,
-                                "Cannot publish for sandbox '%s': BindToCaller is not supported by this version of portpubd",
-                                id);
                 if (o->has_idle_timeout && o->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
                         return manager_fail(e, MANAGER_E_INVALID,
                                             "Invalid IdleTimeoutUSec %" PRIu64
@@ -434,12 +429,15 @@ void manager_request_cancel(ManagerRequest *req) {
 void manager_caller_gone(Manager *m, Caller *c) {
         ManagerRequest *req, *next;
 
+        if (c->gone)
+                return;
         c->gone = true;
         for (req = m->requests; req; req = next) {
                 next = req->next;
                 if (req->caller == c)
                         manager_request_cancel(req);
         }
+        manager_unpublish_caller_ports(m, c);
 }
 
 void manager_cancel_all_requests(Manager *m) {

@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "polkit.h"
 
 typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
@@ -32,7 +33,8 @@ typedef struct Context {
         BusEv *bus_ev;
         Manager *manager;
         ManagerDBus *manager_dbus;
-        LocalAuthorizer authorizer;
+        LocalAuthorizer local_authorizer;
+        PolkitAuthorizer *polkit;
         ev_signal sigterm, sigint, sighup;
         BusyPoll busy_poll;
         ev_timer watchdog;
@@ -294,9 +296,18 @@ static int run(int argc, char *argv[]) {
         }
         manager_set_defaults(c.manager, arg_max_sessions, arg_udp_idle_timeout_usec);
         /* A user's own bus is the user's: everyone on it may change everything. Elsewhere (the
-         * system bus, --bus-address=) only root may, until polkit is asked. */
-        local_authorizer_init(&c.authorizer, arg_bus == BUS_USER);
-        manager_set_authorizer(c.manager, &c.authorizer.authorizer);
+         * system bus, --bus-address=) root may, and polkit on that bus decides for the rest. */
+        if (arg_bus == BUS_USER) {
+                local_authorizer_init(&c.local_authorizer, true);
+                manager_set_authorizer(c.manager, &c.local_authorizer.authorizer);
+        } else {
+                r = polkit_authorizer_new(&c.polkit, c.bus);
+                if (r < 0) {
+                        log_oom();
+                        goto finish_fail;
+                }
+                manager_set_authorizer(c.manager, polkit_authorizer_get(c.polkit));
+        }
         setup_test_hooks(c.manager);
         r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
         if (r < 0) {
@@ -350,6 +361,7 @@ finish:
         c.bus_ev = bus_ev_free(c.bus_ev);
         c.manager_dbus = manager_dbus_free(c.manager_dbus);
         c.manager = manager_free(c.manager);
+        c.polkit = polkit_authorizer_free(c.polkit);
         if (c.bus)
                 c.bus = sd_bus_flush_close_unref(c.bus);
         ev_loop_destroy(c.loop);

@@ -758,18 +758,23 @@ static void test_monitor(Fixture *f, gconstpointer data) {
         bg_free(mon);
 }
 
-/* BindToCaller is refused until the daemon tracks callers (NotSupported): portpubctl says so,
- * exits 1 and nothing is published. */
-static void test_bind_to_caller_refused(Fixture *f, gconstpointer data) {
-        g_autofree char *err = NULL;
-        g_autofree char *out = ctl_expect(f, 1, &err,
-                                          CTL_ARGS("publish", "b2c", "0:80", "--guest=127.0.0.1",
-                                                   "--bind-to-caller"));
+static gboolean no_ports(gpointer data) {
+        return n_ports(data) == 0;
+}
 
-        g_assert_true(g_str_has_prefix(err, "portpubctl: "));
-        g_assert_nonnull(strstr(err, "BindToCaller is not supported"));
-        g_assert_cmpuint(n_ports(f), ==, 0);
-        g_assert_cmpuint(n_sandboxes(f), ==, 0);
+static void test_bind_to_caller(Fixture *f, gconstpointer data) {
+        Bg *b2c = bg_start(f, CTL_ARGS("publish", "b2c", "0:80", "--guest=127.0.0.1",
+                                       "--bind-to-caller"));
+
+        /* It prints the ports and stays, holding them. */
+        bg_wait_for(b2c, "tcp localhost:");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_false(b2c->eof);
+
+        g_assert_cmpint(bg_stop(b2c), ==, 0);
+        bg_free(b2c);
+        /* Its connection is gone: the daemon drops the ports (reason caller-vanished). */
+        g_assert_true(test_wait_until(no_ports, f, 5000));
 }
 
 int main(int argc, char **argv) {
@@ -785,7 +790,7 @@ int main(int argc, char **argv) {
         ADD("unpublish-set-guest-remove", test_unpublish_set_guest_remove);
         ADD("daemon-errors", test_daemon_errors);
         ADD("monitor", test_monitor);
-        ADD("bind-to-caller-refused", test_bind_to_caller_refused);
+        ADD("bind-to-caller", test_bind_to_caller);
 #undef ADD
         return g_test_run();
 }
