@@ -723,6 +723,7 @@ static void publish_commit(Publish *p, uint32_t owner, ManagerResult *res) {
                 p->s = TAKE_PTR(p->new_sandbox);
                 p->s->manager = m;
                 p->s->owner = owner;
+                p->s->machine = p->a->machine;
                 HASH_ADD_KEYPTR(hh, m->sandboxes, p->s->id, strlen(p->s->id), p->s);
                 m->n_sandboxes++;
         }
@@ -798,6 +799,10 @@ int manager_execute_publish(Manager *m, Caller *caller, const ManagerRequestArgs
         bool sandbox_is_new;
         int r;
 
+        /* Addresses from the machine registry are for a new sandbox: one that was made while
+         * they were looked up keeps its own. */
+        if (a->machine && p.s)
+                p.set_guest = false;
         if (!p.s && !p.set_guest)
                 return manager_fail(&res->error, MANAGER_E_NO_GUEST_ADDRESS,
                                     "No guest address for new sandbox '%s': none was given",
@@ -926,6 +931,15 @@ void manager_unpublish_caller_ports(Manager *m, Caller *c) {
                         emit_manager(m, MANAGER_CHANGED_COUNTS);
                 }
         }
+}
+
+bool manager_machine_removed(Manager *m, const char *id) {
+        Sandbox *s = manager_find_sandbox(m, id);
+
+        if (!s || !s->machine)
+                return false;
+        sandbox_remove(m, s, PORT_REASON_MACHINE_REMOVED);
+        return true;
 }
 
 void manager_remove_all(Manager *m, PortReason reason) {

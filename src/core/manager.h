@@ -167,6 +167,7 @@ typedef struct ManagerRequestArgs {
         size_t n_specs;
         PortOptions options; /* PUBLISH */
         bool interactive; /* the caller allows interactive authorization */
+        bool machine; /* set by the core: the GuestResolver gave guest4/guest6 */
 } ManagerRequestArgs;
 
 /* A request for caller (referenced). done is called exactly once, unless the request is
@@ -243,6 +244,10 @@ Manager *manager_free(Manager *m);
 void manager_set_authorizer(Manager *m, Authorizer *a);
 void manager_set_guest_resolver(Manager *m, GuestResolver *r);
 void manager_set_defaults(Manager *m, uint32_t max_sessions, uint64_t udp_idle_timeout_usec);
+
+/* The machine registry says machine id is gone: a sandbox of that id whose addresses came from
+ * it is removed (reason machine-removed). Returns whether one was. */
+bool manager_machine_removed(Manager *m, const char *id);
 
 /* Unpublishes everything with the given reason (e.g. shutdown), without asking anyone. */
 void manager_remove_all(Manager *m, PortReason reason);

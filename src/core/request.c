@@ -283,6 +283,7 @@ static void request_resolve_done(void *userdata, int r, const SockaddrUnion *gue
         }
         req->args.guest4 = *guest4;
         req->args.guest6 = *guest6;
+        req->args.machine = true;
         req->resolved = true;
         request_step(req);
 }

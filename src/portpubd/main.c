@@ -17,6 +17,7 @@
 #include "macro.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "machined.h"
 #include "polkit.h"
 
 typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
@@ -35,6 +36,7 @@ typedef struct Context {
         ManagerDBus *manager_dbus;
         LocalAuthorizer local_authorizer;
         PolkitAuthorizer *polkit;
+        MachinedResolver *machined;
         ev_signal sigterm, sigint, sighup;
         BusyPoll busy_poll;
         ev_timer watchdog;
@@ -308,6 +310,12 @@ static int run(int argc, char *argv[]) {
                 }
                 manager_set_authorizer(c.manager, polkit_authorizer_get(c.polkit));
         }
+        r = machined_resolver_new(&c.machined, c.bus, c.manager);
+        if (r < 0) {
+                log_error_errno(r, "Failed to watch systemd-machined: %m");
+                goto finish_fail;
+        }
+        manager_set_guest_resolver(c.manager, machined_resolver_get(c.machined));
         setup_test_hooks(c.manager);
         r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
         if (r < 0) {
@@ -362,6 +370,7 @@ finish:
         c.manager_dbus = manager_dbus_free(c.manager_dbus);
         c.manager = manager_free(c.manager);
         c.polkit = polkit_authorizer_free(c.polkit);
+        c.machined = machined_resolver_free(c.machined);
         if (c.bus)
                 c.bus = sd_bus_flush_close_unref(c.bus);
         ev_loop_destroy(c.loop);
