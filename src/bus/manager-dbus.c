@@ -45,6 +45,7 @@ struct DBusPeer {
         ManagerDBus *dbus;
         char *name;
         Caller *caller; /* NULL until the bus said who it is */
+        bool adopted; /* caller restored from the state file, not confirmed by the bus yet */
         sd_bus_slot *creds_slot;
         UT_hash_handle hh;
 };
@@ -480,17 +481,29 @@ static int peer_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error 
                         "Cannot tell who is calling: the bus did not say its uid, so nothing is changed");
                 goto fail;
         }
-        r = caller_new(&peer->caller, (uid_t) uid, (pid_t) pid, peer->name);
-        if (r >= 0)
-                r = caller_set_bus_name(peer->caller, peer->name);
-        if (r < 0)
-                goto fail;
+        if (peer->caller) {
+                /* Adopted from the state file: now the bus has said who it is. */
+                peer->caller->uid = (uid_t) uid;
+                peer->caller->pid = (pid_t) pid;
+                peer->adopted = false;
+        } else {
+                r = caller_new(&peer->caller, (uid_t) uid, (pid_t) pid, peer->name);
+                if (r >= 0)
+                        r = caller_set_bus_name(peer->caller, peer->name);
+                if (r < 0)
+                        goto fail;
+        }
         peer_start_calls(peer, 0, NULL);
         return 0;
 
 fail:
         peer_start_calls(peer, r, &error);
-        peer_free(peer);
+        if (peer->adopted) {
+                /* The caller of restored caller-bound ports is not on the bus any more. */
+                log_info("%s, which published caller-bound ports, is gone.", peer->name);
+                peer_gone(peer);
+        } else
+                peer_free(peer);
         return 0;
 }
 
@@ -530,6 +543,28 @@ static int peer_get(ManagerDBus *d, const char *name, DBusPeer **ret, sd_bus_err
         }
         *ret = peer;
         return 0;
+}
+
+static void adopt_caller(Caller *c, void *userdata) {
+        ManagerDBus *d = userdata;
+        DBusPeer *peer = NULL;
+        int r;
+
+        if (!c->bus_name)
+                return;
+        r = peer_get(d, c->bus_name, &peer, NULL);
+        if (r < 0 || !peer) {
+                log_warning_errno(r, "Failed to look for %s, ignoring: %m", c->bus_name);
+                return;
+        }
+        if (!peer->caller) {
+                peer->caller = caller_ref(c);
+                peer->adopted = true;
+        }
+}
+
+void manager_dbus_adopt_callers(ManagerDBus *d) {
+        manager_foreach_bound_caller(d->manager, adopt_caller, d);
 }
 
 static int on_name_owner_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
@@ -761,7 +796,7 @@ static int method_list_ports(sd_bus_message *message, void *userdata, sd_bus_err
                 r = sd_bus_message_append(reply, "(sssqsqso)", p->sandbox->id, p->protocol,
                                           p->host_address, p->host_port,
                                           port_guest_address(p, guest, sizeof guest), p->guest_port,
-                                          port_state_to_string(p->state), port_dbus_path(p, path));
+                                          port_state(p), port_dbus_path(p, path));
                 if (r < 0)
                         return r;
         }

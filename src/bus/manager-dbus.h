@@ -21,6 +21,10 @@ int manager_dbus_new(ManagerDBus **ret, Manager *m, sd_bus *bus);
 /* Cancels every call still waiting and unexports. Accepts NULL. */
 ManagerDBus *manager_dbus_free(ManagerDBus *d);
 
+/* After a restore: the callers of restored caller-bound ports are looked for on the bus; those
+ * not there any more lose their ports (reason caller-vanished). */
+void manager_dbus_adopt_callers(ManagerDBus *d);
+
 /* Object paths: identity in the core is the sandbox id and the port serial. */
 int sandbox_dbus_path(const Sandbox *s, char **ret);
 const char *port_dbus_path(const Port *p, char buf[static PORT_PATH_MAX]);

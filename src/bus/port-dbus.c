@@ -69,7 +69,7 @@ static int property_get_state(sd_bus *bus, const char *path, const char *interfa
                               sd_bus_error *error) {
         Port *p = userdata;
 
-        return sd_bus_message_append(reply, "s", port_state_to_string(p->state));
+        return sd_bus_message_append(reply, "s", port_state(p));
 }
 
 static int property_get_active_sessions(sd_bus *bus, const char *path, const char *interface,

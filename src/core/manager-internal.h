@@ -37,6 +37,8 @@ struct Manager {
         uint64_t active_announced;
 
         unsigned fail_relay; /* test hook, manager_set_fail_relay() */
+        char *state_file; /* NULL: none */
+        struct MachineCheck *machine_checks; /* manager_recheck_machines() */
 };
 
 typedef struct BoundPort {
@@ -50,6 +52,20 @@ int manager_fail(ManagerError *e, int code, const char *format, ...) _printf_(3,
 const char *port_proto_to_string(int proto);
 void port_fill_target(Port *p, RelayTarget *t);
 void manager_emit(Manager *m, const ManagerEvent *event);
+
+/* manager.c: objects, for state.c */
+int sandbox_new(Sandbox **ret, const char *id, uint32_t owner);
+Sandbox *sandbox_free(Sandbox *s);
+void sandbox_link(Manager *m, Sandbox *s);
+/* b: the bound sockets, or NULL for a port not bound yet. */
+int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t serial,
+             const PortSpec *spec, const BoundPort *b, const PortOptions *o);
+Port *port_free(Port *p);
+void port_link(Manager *m, Sandbox *s, Port *p);
+int port_build_relay(Port *p, BoundPort *b, const RelayTarget *target, RelayProxyProtocol proxy);
+int port_bind_and_start(Port *p, ManagerError *e);
+/* State failed with error as LastError, and a retry later. */
+void port_fail(Port *p, const char *error);
 
 /* bind.c */
 void bound_port_close(BoundPort *b);
@@ -73,6 +89,9 @@ int manager_execute_set_guest_addresses(Manager *m, const ManagerRequestArgs *a,
 
 /* Unpublishes the ports c published with BindToCaller (reason caller-vanished). */
 void manager_unpublish_caller_ports(Manager *m, Caller *c);
+
+/* state.c: writes the state file (when there is one) as the tables are now; logs failures. */
+int manager_save_state(Manager *m);
 
 /* request.c */
 void manager_cancel_all_requests(Manager *m);

@@ -83,8 +83,10 @@ const char *port_reason_to_string(PortReason reason) {
         return "unknown";
 }
 
-const char *port_state_to_string(RelayState s) {
-        return s == RELAY_PAUSED ? "paused" : "listening";
+const char *port_state(const Port *p) {
+        if (p->failed)
+                return "failed";
+        return p->state == RELAY_PAUSED ? "paused" : "listening";
 }
 
 const char *port_proto_to_string(int proto) {
@@ -432,12 +434,15 @@ void port_fill_target(Port *p, RelayTarget *t) {
                             .port = p->guest_port };
 }
 
+static void port_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
 /* Unlinks (when linked), closes the relay and frees. */
-static Port *port_free(Port *p) {
+Port *port_free(Port *p) {
         if (!p)
                 return NULL;
         p->tcp = tcp_relay_free(p->tcp);
         p->udp = udp_relay_free(p->udp);
+        ev_timer_stop(p->manager->loop, &p->retry);
         if (p->linked) {
                 Manager *m = p->manager;
                 Sandbox *s = p->sandbox;
@@ -465,10 +470,39 @@ static Port *port_free(Port *p) {
         return NULL;
 }
 
-/* Builds a port around bound sockets for sandbox s (which may not be linked yet); links nothing
- * and starts nothing. */
-static int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t serial,
-                    const PortSpec *spec, const BoundPort *b, const PortOptions *o) {
+static int port_set_listeners(Port *p, const BoundPort *b) {
+        char **l;
+
+        l = calloc(b->n + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < b->n; i++) {
+                char buf[SOCKADDR_STR_MAX];
+
+                l[i] = strdup(sockaddr_format(&b->addrs[i], buf, sizeof buf));
+                if (!l[i]) {
+                        while (i > 0)
+                                free(l[--i]);
+                        free(l);
+                        return -ENOMEM;
+                }
+        }
+        if (p->listen_addresses)
+                for (char **a = p->listen_addresses; *a; a++)
+                        free(*a);
+        free(p->listen_addresses);
+        p->listen_addresses = l;
+        p->n_listen = b->n;
+        for (size_t i = 0; i < b->n; i++)
+                p->listen[i] = b->addrs[i];
+        if (b->n > 0)
+                p->host_port = sockaddr_port(&b->addrs[0]);
+        return 0;
+}
+
+int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t serial,
+             const PortSpec *spec, const BoundPort *b, const PortOptions *o) {
+        static const BoundPort none = {};
         Port *p;
 
         p = calloc(1, sizeof *p);
@@ -480,26 +514,19 @@ static int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t
         p->proto = spec->proto;
         p->protocol = port_proto_to_string(spec->proto);
         p->host_address = strdup(spec->host_address);
-        p->listen_addresses = calloc(b->n + 1, sizeof(char *));
         p->last_error = strdup("");
-        if (!p->host_address || !p->listen_addresses || !p->last_error)
-                goto oom;
-        p->host_port = sockaddr_port(&b->addrs[0]);
-        p->guest_port = spec->guest_port;
-        p->n_listen = b->n;
-        for (size_t i = 0; i < b->n; i++) {
-                char buf[SOCKADDR_STR_MAX];
-
-                p->listen[i] = b->addrs[i];
-                p->listen_addresses[i] = strdup(sockaddr_format(&b->addrs[i], buf, sizeof buf));
-                if (!p->listen_addresses[i])
-                        goto oom;
+        p->host_port = spec->host_port;
+        if (!p->host_address || !p->last_error || port_set_listeners(p, b ? b : &none) < 0) {
+                port_free(p);
+                return -ENOMEM;
         }
+        p->guest_port = spec->guest_port;
         p->serial = serial;
         p->idle_timeout_usec = o->has_idle_timeout          ? o->idle_timeout_usec
                                : spec->proto == IPPROTO_UDP ? m->default_udp_idle_timeout_usec
                                                             : 0;
         p->max_sessions = o->has_max_sessions ? o->max_sessions : m->default_max_sessions;
+        p->proxy = o->proxy_protocol;
         p->proxy_protocol = o->proxy_protocol == RELAY_PROXY_V1   ? "v1"
                             : o->proxy_protocol == RELAY_PROXY_V2 ? "v2"
                                                                   : "";
@@ -508,17 +535,15 @@ static int port_new(Port **ret, Manager *m, Sandbox *s, Caller *caller, uint64_t
                 p->caller = caller_ref(caller);
         port_make_key(p->key, sizeof p->key, p->proto, p->host_address, p->host_port);
         p->state = RELAY_LISTENING;
+        ev_timer_init(&p->retry, port_retry_cb, 0., 0.);
+        p->retry.data = p;
         *ret = p;
         return 0;
-oom:
-        port_free(p);
-        return -ENOMEM;
 }
 
 /* Builds the port's relay around the sockets in b; on success the relay owns them. target: where
  * its sessions go (the sandbox's addresses as this call leaves them). */
-static int port_build_relay(Port *p, BoundPort *b, const RelayTarget *target,
-                            RelayProxyProtocol proxy) {
+int port_build_relay(Port *p, BoundPort *b, const RelayTarget *target, RelayProxyProtocol proxy) {
         Manager *m = p->manager;
         RelayConfig c = {
                 .target = *target,
@@ -558,7 +583,7 @@ static void sandbox_retarget(Manager *m, Sandbox *s) {
         }
 }
 
-static Sandbox *sandbox_free(Sandbox *s) {
+Sandbox *sandbox_free(Sandbox *s) {
         if (!s)
                 return NULL;
         while (s->ports)
@@ -572,7 +597,7 @@ static Sandbox *sandbox_free(Sandbox *s) {
         return NULL;
 }
 
-static int sandbox_new(Sandbox **ret, const char *id, uint32_t owner) {
+int sandbox_new(Sandbox **ret, const char *id, uint32_t owner) {
         Sandbox *s;
 
         s = calloc(1, sizeof *s);
@@ -586,6 +611,93 @@ static int sandbox_new(Sandbox **ret, const char *id, uint32_t owner) {
         s->owner = owner;
         *ret = s;
         return 0;
+}
+
+void sandbox_link(Manager *m, Sandbox *s) {
+        s->manager = m;
+        HASH_ADD_KEYPTR(hh, m->sandboxes, s->id, strlen(s->id), s);
+        m->n_sandboxes++;
+}
+
+void port_link(Manager *m, Sandbox *s, Port *p) {
+        HASH_ADD_STR(m->ports, key, p);
+        HASH_ADD(hh_serial, m->ports_by_serial, serial, sizeof p->serial, p);
+        m->n_ports++;
+        p->sandbox_next = s->ports;
+        if (s->ports)
+                s->ports->sandbox_prev = p;
+        s->ports = p;
+        s->n_ports++;
+        p->linked = true;
+        m->next_serial = MAX(m->next_serial, p->serial);
+}
+
+/* A port that could not be bound again after a restart: State failed, and another try after
+ * 1, 2, 4 ... 60 s. */
+#define PORT_RETRY_MIN 1.0
+#define PORT_RETRY_MAX 60.0
+
+void port_fail(Port *p, const char *error) {
+        char *copy = strdup(error);
+
+        if (copy) {
+                free(p->last_error);
+                p->last_error = copy;
+        }
+        p->failed = true;
+        p->retry_delay =
+                p->retry_delay <= 0 ? PORT_RETRY_MIN : MIN(p->retry_delay * 2, PORT_RETRY_MAX);
+        ev_timer_set(&p->retry, p->retry_delay, 0.);
+        ev_timer_start(p->manager->loop, &p->retry);
+}
+
+/* Binds a restored port and builds its relay; on failure says why in e. */
+int port_bind_and_start(Port *p, ManagerError *e) {
+        PortSpec spec = { .proto = p->proto, .host_port = p->host_port, .guest_port = p->guest_port };
+        BoundPort b = {};
+        RelayTarget t;
+        int r;
+
+        (void) snprintf(spec.host_address, sizeof spec.host_address, "%s", p->host_address);
+        r = bind_spec(&spec, &b);
+        if (r < 0)
+                return map_bind_error(p->manager, p->sandbox->id, &spec, r, e);
+        r = port_set_listeners(p, &b);
+        if (r >= 0) {
+                port_fill_target(p, &t);
+                r = port_build_relay(p, &b, &t, p->proxy);
+        }
+        if (r < 0) {
+                bound_port_close(&b);
+                return manager_fail(e, MANAGER_E_FAILED,
+                                    "Cannot publish %s '%s' port %u of sandbox '%s': %s", p->protocol,
+                                    p->host_address, p->host_port, p->sandbox->id, strerror(-r));
+        }
+        return 0;
+}
+
+static void port_retry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+        Port *p = w->data;
+        ManagerError e;
+        int r;
+
+        r = port_bind_and_start(p, &e);
+        if (r != 0) {
+                bool same = strcmp(p->last_error, e.message) == 0;
+
+                log_debug("Port %s '%s' port %u still cannot be bound: %s", p->protocol,
+                          p->host_address, p->host_port, e.message);
+                port_fail(p, e.message);
+                if (!same)
+                        emit_port(p->manager, MANAGER_EVENT_PORT_CHANGED, p, PORT_CHANGED_STATE, 0);
+                return;
+        }
+        p->failed = false;
+        p->retry_delay = 0;
+        free(p->last_error);
+        p->last_error = strdup("");
+        log_port(p, "Published again", NULL);
+        emit_port(p->manager, MANAGER_EVENT_PORT_CHANGED, p, PORT_CHANGED_STATE, 0);
 }
 
 /* Publishing, in phases: check against the tables, bind, build relays, commit, announce. Only
@@ -721,11 +833,9 @@ static void publish_commit(Publish *p, uint32_t owner, ManagerResult *res) {
 
         if (p->new_sandbox) {
                 p->s = TAKE_PTR(p->new_sandbox);
-                p->s->manager = m;
                 p->s->owner = owner;
                 p->s->machine = p->a->machine;
-                HASH_ADD_KEYPTR(hh, m->sandboxes, p->s->id, strlen(p->s->id), p->s);
-                m->n_sandboxes++;
+                sandbox_link(m, p->s);
         }
         if (p->set_guest) {
                 p->s->guest4 = p->guest4;
@@ -740,16 +850,7 @@ static void publish_commit(Publish *p, uint32_t owner, ManagerResult *res) {
                                                   a->specs[i].host_port);
                         continue;
                 }
-                HASH_ADD_STR(m->ports, key, q);
-                HASH_ADD(hh_serial, m->ports_by_serial, serial, sizeof q->serial, q);
-                m->n_ports++;
-                q->sandbox_next = p->s->ports;
-                if (p->s->ports)
-                        p->s->ports->sandbox_prev = q;
-                p->s->ports = q;
-                p->s->n_ports++;
-                q->linked = true;
-                m->next_serial = MAX(m->next_serial, q->serial);
+                port_link(m, p->s, q);
                 res->ports[i] = q;
         }
         res->sandbox = p->s;
@@ -915,6 +1016,8 @@ int manager_execute_set_guest_addresses(Manager *m, const ManagerRequestArgs *a,
 }
 
 void manager_unpublish_caller_ports(Manager *m, Caller *c) {
+        bool any = false;
+
         MANAGER_FOREACH_SANDBOX(s, m) {
                 Port *p = sandbox_first_port(s), *next;
                 bool changed = false;
@@ -929,8 +1032,11 @@ void manager_unpublish_caller_ports(Manager *m, Caller *c) {
                 if (changed) {
                         emit_sandbox(m, MANAGER_EVENT_SANDBOX_CHANGED, s, SANDBOX_CHANGED_PORTS);
                         emit_manager(m, MANAGER_CHANGED_COUNTS);
+                        any = true;
                 }
         }
+        if (any)
+                (void) manager_save_state(m);
 }
 
 bool manager_machine_removed(Manager *m, const char *id) {
@@ -939,6 +1045,7 @@ bool manager_machine_removed(Manager *m, const char *id) {
         if (!s || !s->machine)
                 return false;
         sandbox_remove(m, s, PORT_REASON_MACHINE_REMOVED);
+        (void) manager_save_state(m);
         return true;
 }
 
@@ -998,6 +1105,86 @@ void manager_set_defaults(Manager *m, uint32_t max_sessions, uint64_t udp_idle_t
         m->default_udp_idle_timeout_usec = udp_idle_timeout_usec;
 }
 
+int manager_set_state_file(Manager *m, const char *path) {
+        char *copy = NULL;
+
+        if (path) {
+                copy = strdup(path);
+                if (!copy)
+                        return -ENOMEM;
+        }
+        free(m->state_file);
+        m->state_file = copy;
+        return 0;
+}
+
+void manager_foreach_bound_caller(Manager *m, void (*cb)(Caller *c, void *userdata), void *userdata) {
+        /* Few callers bind ports; a quadratic search for the ones already seen is fine. */
+        MANAGER_FOREACH_PORT(p, m) {
+                bool seen = false;
+
+                if (!p->caller)
+                        continue;
+                for (Port *q = manager_first_port(m); q != p && !seen; q = port_next(q))
+                        seen = q->caller == p->caller;
+                if (!seen)
+                        cb(p->caller, userdata);
+        }
+}
+
+typedef struct MachineCheck {
+        Manager *manager;
+        char *id;
+        void *pending;
+        struct MachineCheck *next;
+} MachineCheck;
+
+static void machine_check_free(MachineCheck *c) {
+        MachineCheck **i;
+
+        for (i = &c->manager->machine_checks; *i; i = &(*i)->next)
+                if (*i == c) {
+                        *i = c->next;
+                        break;
+                }
+        free(c->id);
+        free(c);
+}
+
+static void machine_check_done(void *userdata, int r, const SockaddrUnion *guest4,
+                               const SockaddrUnion *guest6, const char *message) {
+        MachineCheck *c = userdata;
+        Manager *m = c->manager;
+
+        /* Only a clear "no such machine" removes it; a failure to ask keeps what was there. */
+        if (r > 0 && manager_machine_removed(m, c->id))
+                log_info("Sandbox '%s' was not restored: %s", c->id, message);
+        machine_check_free(c);
+}
+
+void manager_recheck_machines(Manager *m) {
+        if (!m->resolver)
+                return;
+        MANAGER_FOREACH_SANDBOX(s, m) {
+                MachineCheck *c;
+
+                if (!s->machine)
+                        continue;
+                c = calloc(1, sizeof *c);
+                if (!c || !(c->id = strdup(s->id))) {
+                        free(c);
+                        log_oom();
+                        return;
+                }
+                c->manager = m;
+                c->next = m->machine_checks;
+                m->machine_checks = c;
+                if (m->resolver->ops->resolve(m->resolver, s->id, machine_check_done, c,
+                                              &c->pending) < 0)
+                        machine_check_free(c);
+        }
+}
+
 void manager_set_fail_relay(Manager *m, unsigned n) {
         m->fail_relay = n;
 }
@@ -1006,11 +1193,17 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         manager_cancel_all_requests(m);
+        while (m->machine_checks) {
+                if (m->resolver)
+                        m->resolver->ops->cancel(m->resolver, m->machine_checks->pending);
+                machine_check_free(m->machine_checks);
+        }
         ev_timer_stop(m->loop, &m->sessions_timer);
         while (m->subscribers)
                 manager_unsubscribe(m->subscribers);
         while (m->sandboxes)
                 sandbox_free(m->sandboxes);
+        free(m->state_file);
         free(m);
         return NULL;
 }

@@ -208,10 +208,14 @@ struct Port {
         UdpRelay *udp;
         RelayState state;
         char *last_error;
+        bool failed; /* could not be bound again after a restart; retried */
+        ev_timer retry;
+        double retry_delay;
 
         uint64_t idle_timeout_usec;
         uint32_t max_sessions;
         const char *proxy_protocol;
+        RelayProxyProtocol proxy;
         bool bind_to_caller;
         Caller *caller; /* bind_to_caller: the port goes when this caller does */
         bool linked; /* in the manager's tables: published */
@@ -244,6 +248,22 @@ Manager *manager_free(Manager *m);
 void manager_set_authorizer(Manager *m, Authorizer *a);
 void manager_set_guest_resolver(Manager *m, GuestResolver *r);
 void manager_set_defaults(Manager *m, uint32_t max_sessions, uint64_t udp_idle_timeout_usec);
+/* Keeps the publications in path (JSON, see state.c), rewritten after every change. NULL:
+ * none. */
+int manager_set_state_file(Manager *m, const char *path);
+/* Publishes again what the state file holds; an unusable file is set aside. Returns -errno
+ * only when the file could not be read at all. */
+int manager_restore_state(Manager *m);
+/* The same from text (tests, fuzzing): > 0 when the text is unusable as a whole (why says why),
+ * 0 when what was valid was restored. */
+int manager_restore_state_text(Manager *m, const char *text, size_t size, char *why, size_t why_size);
+/* Calls cb once for every Caller that caller-bound ports hold (after a restore: the callers
+ * named in the state file, which the face must find on its bus or let go with
+ * manager_caller_gone()). */
+void manager_foreach_bound_caller(Manager *m, void (*cb)(Caller *c, void *userdata), void *userdata);
+/* After a restore: asks the GuestResolver about every machine-bound sandbox and removes those
+ * whose machine it does not know (reason machine-removed). */
+void manager_recheck_machines(Manager *m);
 
 /* The machine registry says machine id is gone: a sandbox of that id whose addresses came from
  * it is removed (reason machine-removed). Returns whether one was. */
@@ -293,7 +313,9 @@ uint64_t manager_total_sessions(Manager *m);
 uint64_t sandbox_active_sessions(Sandbox *s);
 /* The address new sessions of this port go to ("" when there is none). */
 const char *port_guest_address(Port *p, char *buf, size_t size);
-const char *port_state_to_string(RelayState s);
+/* "listening", "paused" (at MaxSessions or out of fds) or "failed" (not bound again after a
+ * restart; LastError says why). */
+const char *port_state(const Port *p);
 
 /* Test hook: the n-th relay the manager builds from now on (1 = the next) fails as if the kernel
  * had refused, so that tests can show a failure after binding changes nothing. 0: off. */

@@ -324,7 +324,9 @@ static void request_execute(ManagerRequest *req) {
         if (res.r != 0) {
                 res.sandbox = NULL;
                 res.n_ports = 0;
-        }
+        } else
+                /* Before the reply that reports the change. */
+                (void) manager_save_state(m);
         request_complete(req, &res);
 }
 

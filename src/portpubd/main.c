@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
@@ -27,6 +28,7 @@ static const char *arg_bus_address;
 static uint32_t arg_max_sessions = MANAGER_MAX_SESSIONS_DEFAULT;
 static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
 static unsigned arg_busy_poll_usec = BUSY_POLL_DEFAULT_USEC;
+static const char *arg_state_file; /* NULL: the default of the bus kind; "": none */
 
 typedef struct Context {
         struct ev_loop *loop;
@@ -54,10 +56,12 @@ static void help(void) {
                "     --bus-address=ADDRESS  Connect to the bus at ADDRESS\n"
                "     --max-sessions=N       Default MaxSessions of a port (default %u)\n"
                "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
+               "     --state-file=PATH      Keep the publications in PATH (default %s,\n"
+               "                            with --user $XDG_RUNTIME_DIR/portpub/state; \"\": none)\n"
                "     --busy-poll=USEC       Poll without sleeping this long after work (default %u,\n"
                "                            0: never)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
-               MANAGER_MAX_SESSIONS_DEFAULT, BUSY_POLL_DEFAULT_USEC);
+               MANAGER_MAX_SESSIONS_DEFAULT, STATE_FILE_DEFAULT, BUSY_POLL_DEFAULT_USEC);
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -69,6 +73,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_MAX_SESSIONS,
                 ARG_UDP_IDLE_TIMEOUT,
                 ARG_BUSY_POLL,
+                ARG_STATE_FILE,
                 ARG_LOG_LEVEL,
         };
         static const struct option options[] = {
@@ -80,6 +85,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "max-sessions", required_argument, NULL, ARG_MAX_SESSIONS },
                 { "udp-idle-timeout", required_argument, NULL, ARG_UDP_IDLE_TIMEOUT },
                 { "busy-poll", required_argument, NULL, ARG_BUSY_POLL },
+                { "state-file", required_argument, NULL, ARG_STATE_FILE },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {},
         };
@@ -125,6 +131,14 @@ static int parse_argv(int argc, char *argv[]) {
                                         "Invalid --udp-idle-timeout='%s': expected seconds, 1 or more.",
                                         optarg);
                         arg_udp_idle_timeout_usec = v * USEC_PER_SEC;
+                        break;
+                case ARG_STATE_FILE:
+                        if (optarg[0] != 0 && optarg[0] != '/')
+                                return log_error_errno(
+                                        EINVAL,
+                                        "Invalid --state-file='%s': expected an absolute path, or \"\" for none.",
+                                        optarg);
+                        arg_state_file = optarg;
                         break;
                 case ARG_BUSY_POLL:
                         errno = 0;
@@ -268,6 +282,49 @@ static void setup_test_hooks(Manager *m) {
         manager_set_fail_relay(m, (unsigned) n);
 }
 
+/* The state file's directory is made here when it is missing (systemd's RuntimeDirectory=
+ * makes it for the unit); then the file is read and its publications restored. */
+static int setup_state_file(Context *c) {
+        _cleanup_free_ char *path = NULL, *dir = NULL;
+        const char *runtime;
+        char *slash;
+        int r;
+
+        if (arg_state_file && arg_state_file[0] == 0)
+                return 0;
+        if (arg_state_file)
+                path = strdup(arg_state_file);
+        else if (arg_bus != BUS_USER)
+                path = strdup(STATE_FILE_DEFAULT);
+        else {
+                runtime = getenv("XDG_RUNTIME_DIR");
+                if (!runtime || runtime[0] != '/') {
+                        log_warning("No $XDG_RUNTIME_DIR: publications will not survive a restart.");
+                        return 0;
+                }
+                if (asprintf(&path, "%s/portpub/state", runtime) < 0)
+                        path = NULL;
+        }
+        if (!path)
+                return log_oom();
+        dir = strdup(path);
+        if (!dir)
+                return log_oom();
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = 0;
+                if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                        return log_error_errno(errno, "Failed to create %s: %m", dir);
+        }
+        r = manager_set_state_file(c->manager, path);
+        if (r < 0)
+                return log_oom();
+        r = manager_restore_state(c->manager);
+        if (r < 0)
+                return r;
+        return 0;
+}
+
 static int run(int argc, char *argv[]) {
         Context c = { .exit_code = EXIT_SUCCESS };
         uint64_t watchdog_usec = 0;
@@ -317,11 +374,17 @@ static int run(int argc, char *argv[]) {
         }
         manager_set_guest_resolver(c.manager, machined_resolver_get(c.machined));
         setup_test_hooks(c.manager);
+        r = setup_state_file(&c);
+        if (r < 0)
+                goto finish_fail;
         r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
         if (r < 0) {
                 log_error_errno(r, "Failed to export objects: %m");
                 goto finish_fail;
         }
+        /* What the state file restored is checked against the world now. */
+        manager_dbus_adopt_callers(c.manager_dbus);
+        manager_recheck_machines(c.manager);
         r = request_name(&c);
         if (r < 0) {
                 log_error_errno(r, "Failed to request the name %s: %m", BUS_NAME);

@@ -62,6 +62,7 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
         g_auto(GStrv) envp = g_get_environ();
         g_autoptr(GError) error = NULL;
         TestDaemon *d = g_new0(TestDaemon, 1);
+        gboolean has_state_file = FALSE;
 
         d->bus = b;
         d->notify_fd = -1;
@@ -82,8 +83,16 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
 
         g_ptr_array_add(argv, g_strdup(daemon_path()));
         g_ptr_array_add(argv, g_strdup_printf("--bus-address=%s", b->address));
-        for (const char *const *a = extra_args; a && *a; a++)
+        for (const char *const *a = extra_args; a && *a; a++) {
+                if (g_str_has_prefix(*a, "--state-file="))
+                        has_state_file = TRUE;
                 g_ptr_array_add(argv, g_strdup(*a));
+        }
+        if (!has_state_file) {
+                d->state_file = g_strdup_printf("%s/portpub-test-state-%d-%d", g_get_tmp_dir(),
+                                                getpid(), g_random_int_range(0, 1 << 30));
+                g_ptr_array_add(argv, g_strdup_printf("--state-file=%s", d->state_file));
+        }
         g_ptr_array_add(argv, NULL);
 
         g_spawn_async(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent,
@@ -169,6 +178,13 @@ void test_daemon_free(TestDaemon *d) {
         if (d->notify_path)
                 unlink(d->notify_path);
         g_free(d->notify_path);
+        if (d->state_file) {
+                g_autofree char *tmp = g_strdup_printf("%s.tmp", d->state_file);
+
+                unlink(d->state_file);
+                unlink(tmp);
+        }
+        g_free(d->state_file);
         g_free(d);
 }
 

@@ -23,13 +23,16 @@ typedef struct TestDaemon {
         GPid pid;
         int notify_fd; /* our end of NOTIFY_SOCKET, or -1 */
         char *notify_path;
+        char *state_file; /* the daemon's own, unless the test passed --state-file= */
         int exit_status; /* valid after test_daemon_wait() returned TRUE */
 } TestDaemon;
 
 TestBus *test_bus_new(void);
 void test_bus_free(TestBus *b);
 
-/* Starts $PORTPUBD --bus-address=... with extra arguments, without waiting for anything. */
+/* Starts $PORTPUBD --bus-address=... with extra arguments, without waiting for anything. Unless
+ * the arguments name one, the daemon gets a state file of its own in a temporary directory
+ * (d->state_file), removed by test_daemon_free(). */
 TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify);
 gboolean test_name_has_owner(TestBus *b);
 /* Waits until the daemon owns its name; FALSE on timeout or if it exited. */
