@@ -20,6 +20,7 @@
 #include "manager.h"
 #include "machined.h"
 #include "polkit.h"
+#include "privileges.h"
 
 typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
@@ -29,6 +30,7 @@ static uint32_t arg_max_sessions = MANAGER_MAX_SESSIONS_DEFAULT;
 static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
 static unsigned arg_busy_poll_usec = BUSY_POLL_DEFAULT_USEC;
 static const char *arg_state_file; /* NULL: the default of the bus kind; "": none */
+static const char *arg_run_as;
 
 typedef struct Context {
         struct ev_loop *loop;
@@ -42,6 +44,7 @@ typedef struct Context {
         ev_signal sigterm, sigint, sighup;
         BusyPoll busy_poll;
         ev_timer watchdog;
+        RunAs run_as;
         int exit_code;
         int name_acquired;
 } Context;
@@ -58,6 +61,8 @@ static void help(void) {
                "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
                "     --state-file=PATH      Keep the publications in PATH (default %s,\n"
                "                            with --user $XDG_RUNTIME_DIR/portpub/state; \"\": none)\n"
+               "     --run-as=USER          Started as root: become USER, keeping only\n"
+               "                            CAP_NET_BIND_SERVICE\n"
                "     --busy-poll=USEC       Poll without sleeping this long after work (default %u,\n"
                "                            0: never)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
@@ -74,6 +79,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_UDP_IDLE_TIMEOUT,
                 ARG_BUSY_POLL,
                 ARG_STATE_FILE,
+                ARG_RUN_AS,
                 ARG_LOG_LEVEL,
         };
         static const struct option options[] = {
@@ -86,6 +92,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "udp-idle-timeout", required_argument, NULL, ARG_UDP_IDLE_TIMEOUT },
                 { "busy-poll", required_argument, NULL, ARG_BUSY_POLL },
                 { "state-file", required_argument, NULL, ARG_STATE_FILE },
+                { "run-as", required_argument, NULL, ARG_RUN_AS },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {},
         };
@@ -139,6 +146,12 @@ static int parse_argv(int argc, char *argv[]) {
                                         "Invalid --state-file='%s': expected an absolute path, or \"\" for none.",
                                         optarg);
                         arg_state_file = optarg;
+                        break;
+                case ARG_RUN_AS:
+                        if (optarg[0] == 0)
+                                return log_error_errno(EINVAL,
+                                                       "Invalid --run-as='': expected a user name.");
+                        arg_run_as = optarg;
                         break;
                 case ARG_BUSY_POLL:
                         errno = 0;
@@ -316,6 +329,13 @@ static int setup_state_file(Context *c) {
                 if (mkdir(dir, 0755) < 0 && errno != EEXIST)
                         return log_error_errno(errno, "Failed to create %s: %m", dir);
         }
+        if (arg_run_as) {
+                r = run_as_chown(&c->run_as, dir);
+                if (r >= 0)
+                        r = run_as_chown(&c->run_as, path);
+                if (r < 0)
+                        return r;
+        }
         r = manager_set_state_file(c->manager, path);
         if (r < 0)
                 return log_oom();
@@ -345,6 +365,15 @@ static int run(int argc, char *argv[]) {
         if (!c.loop)
                 return log_error("Failed to set up the event loop."), EXIT_FAILURE;
 
+        if (arg_run_as) {
+                if (geteuid() != 0) {
+                        log_error("--run-as= needs portpubd to be started as root.");
+                        return EXIT_FAILURE;
+                }
+                r = run_as_lookup(arg_run_as, &c.run_as);
+                if (r < 0)
+                        return EXIT_FAILURE;
+        }
         r = connect_bus(&c);
         if (r < 0)
                 goto finish_fail;
@@ -377,6 +406,13 @@ static int run(int argc, char *argv[]) {
         r = setup_state_file(&c);
         if (r < 0)
                 goto finish_fail;
+        /* The bus is connected, the state directory is ours and restored ports are bound: from
+         * here on nothing needs root. */
+        if (arg_run_as) {
+                r = run_as_drop(&c.run_as);
+                if (r < 0)
+                        goto finish_fail;
+        }
         r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
         if (r < 0) {
                 log_error_errno(r, "Failed to export objects: %m");
@@ -434,6 +470,7 @@ finish:
         c.manager = manager_free(c.manager);
         c.polkit = polkit_authorizer_free(c.polkit);
         c.machined = machined_resolver_free(c.machined);
+        run_as_done(&c.run_as);
         if (c.bus)
                 c.bus = sd_bus_flush_close_unref(c.bus);
         ev_loop_destroy(c.loop);
