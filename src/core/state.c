@@ -13,6 +13,7 @@
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <libgen.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -389,23 +390,28 @@ static int restore_sandbox(Manager *m, json_object *o, RestoredCaller **callers,
 }
 
 static void set_aside(const char *path, const char *why) {
-        _cleanup_free_ char *aside = NULL;
-        char stamp[32];
-        struct tm tm;
+        char stamp[32], aside[PATH_MAX];
         time_t now = time(NULL);
+        struct tm tm;
 
         (void) strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
-        if (asprintf(&aside, "%s.corrupt-%s", path, stamp) < 0) {
-                log_oom();
-                return;
+        /* Never over an earlier one: a second bad file in the same second gets a number. */
+        for (unsigned i = 0; i < 100; i++) {
+                int n = i == 0 ? snprintf(aside, sizeof aside, "%s.corrupt-%s", path, stamp)
+                               : snprintf(aside, sizeof aside, "%s.corrupt-%s-%u", path, stamp, i);
+
+                if (n < 0 || (size_t) n >= sizeof aside)
+                        break;
+                if (renameat2(AT_FDCWD, path, AT_FDCWD, aside, RENAME_NOREPLACE) >= 0) {
+                        log_error("The state file %s is unusable (%s): set aside as %s, starting without it.",
+                                  path, why, aside);
+                        return;
+                }
+                if (errno != EEXIST)
+                        break;
         }
-        if (rename(path, aside) < 0)
-                log_error_errno(errno,
-                                "The state file %s is unusable (%s) and could not be set aside: %m",
-                                path, why);
-        else
-                log_error("The state file %s is unusable (%s): set aside as %s, starting without it.",
-                          path, why, aside);
+        log_error_errno(errno, "The state file %s is unusable (%s) and could not be set aside: %m",
+                        path, why);
 }
 
 /* Reads at most STATE_SIZE_MAX bytes; -EFBIG past that. */
