@@ -1,6 +1,10 @@
 /* The daemon's life: name, readiness, properties, introspection, second instance, shutdown */
+#include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "testlib.h"
@@ -201,6 +205,100 @@ static void test_bad_option_fails(void) {
         test_bus_free(b);
 }
 
+static char *status_field(GPid pid, const char *name) {
+        g_autofree char *path = g_strdup_printf("/proc/%d/status", (int) pid);
+        g_autofree char *text = NULL;
+        g_auto(GStrv) lines = NULL;
+
+        g_assert_true(g_file_get_contents(path, &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++)
+                if (g_str_has_prefix(*l, name) && (*l)[strlen(name)] == ':')
+                        return g_strstrip(g_strdup(*l + strlen(name) + 1));
+        g_assert_not_reached();
+}
+
+/* A privileged port nobody holds, or 0 when there is none to try. */
+static guint16 free_privileged_port(void) {
+        for (guint16 port = 1000; port > 900; port--) {
+                struct sockaddr_in sa = { .sin_family = AF_INET,
+                                          .sin_port = htons(port),
+                                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+                int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                int r = bind(fd, (struct sockaddr *) &sa, sizeof sa);
+
+                close(fd);
+                if (r == 0)
+                        return port;
+        }
+        return 0;
+}
+
+/* Started as root with --run-as, the daemon keeps CAP_NET_BIND_SERVICE and nothing else, in
+ * the effective, permitted and bounding sets, runs as that user, can still bind a privileged
+ * port, and writes its state file as that user. */
+static void test_run_as_keeps_only_net_bind_service(void) {
+        g_autofree char *dir = NULL, *state = NULL, *arg = NULL, *uid = NULL, *eff = NULL;
+        g_autofree char *prm = NULL, *bnd = NULL, *amb = NULL, *nnp = NULL;
+        g_autoptr(GVariant) reply = NULL;
+        g_autoptr(GError) error = NULL;
+        const char *args[] = { "--run-as=nobody", NULL, NULL };
+        struct stat st;
+        guint16 port;
+        TestDaemon *d;
+        TestBus *b;
+
+        if (geteuid() != 0) {
+                g_test_skip("--run-as needs the test to run as root");
+                return;
+        }
+        dir = g_dir_make_tmp("portpub-runas-XXXXXX", &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(chmod(dir, 0755), ==, 0);
+        state = g_build_filename(dir, "run", "state", NULL);
+        arg = g_strdup_printf("--state-file=%s", state);
+        args[1] = arg;
+        b = test_bus_new();
+        d = test_daemon_spawn(b, args, FALSE);
+        g_assert_true(test_daemon_wait_for_name(d, 10000));
+
+        uid = status_field(d->pid, "Uid");
+        g_assert_cmpstr(uid, ==, "65534\t65534\t65534\t65534");
+        eff = status_field(d->pid, "CapEff");
+        prm = status_field(d->pid, "CapPrm");
+        bnd = status_field(d->pid, "CapBnd");
+        amb = status_field(d->pid, "CapAmb");
+        nnp = status_field(d->pid, "NoNewPrivs");
+        /* Bit 10: CAP_NET_BIND_SERVICE. */
+        g_assert_cmpstr(eff, ==, "0000000000000400");
+        g_assert_cmpstr(prm, ==, "0000000000000400");
+        g_assert_cmpstr(bnd, ==, "0000000000000400");
+        g_assert_cmpstr(amb, ==, "0000000000000000");
+        g_assert_cmpstr(nnp, ==, "1");
+
+        port = free_privileged_port();
+        if (port != 0) {
+                reply = test_call(b, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "PublishPorts",
+                                  g_variant_new_parsed("('low', ['127.0.0.1'], [('tcp', "
+                                                       "'127.0.0.1', %q, %q)], @a{sv} {})",
+                                                       port, (guint16) 80),
+                                  "(oa(ssqqo))", &error);
+                g_assert_no_error(error);
+                g_assert_cmpint(stat(state, &st), ==, 0);
+                g_assert_cmpuint(st.st_uid, ==, 65534);
+        }
+        g_assert_cmpint(test_daemon_stop(d), ==, 0);
+        test_daemon_free(d);
+        test_bus_free(b);
+        (void) unlink(state);
+        {
+                g_autofree char *run = g_build_filename(dir, "run", NULL);
+
+                (void) rmdir(run);
+        }
+        (void) rmdir(dir);
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         g_test_add_func("/daemon/ready-after-name", test_ready_after_name);
@@ -212,5 +310,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/daemon/sigterm-exits-zero", test_sigterm_exits_zero);
         g_test_add_func("/daemon/bus-loss-exits-nonzero", test_bus_loss_exits_nonzero);
         g_test_add_func("/daemon/bad-option-fails", test_bad_option_fails);
+        g_test_add_func("/daemon/run-as-keeps-only-net-bind-service",
+                        test_run_as_keeps_only_net_bind_service);
         return g_test_run();
 }
