@@ -935,9 +935,15 @@ int manager_execute_publish(Manager *m, Caller *caller, const ManagerRequestArgs
 
 /* Logs, announces and frees one port; the caller announces what changed in its sandbox. */
 static void port_unpublish(Manager *m, Port *p, PortReason reason) {
+        bool had_sessions = p->stats.active > 0;
+
         log_port(p, "Unpublished", port_reason_to_string(reason));
         emit_port(m, MANAGER_EVENT_PORT_UNPUBLISHED, p, 0, reason);
         port_free(p);
+        /* Its sessions went with it, and the relay says nothing when it is freed: the ActiveSessions
+         * of the manager and the sandbox are announced again. */
+        if (had_sessions)
+                sessions_changed(m);
 }
 
 static int no_such_sandbox(const char *id, ManagerError *e) {

@@ -1,4 +1,5 @@
 /* The D-Bus API against the real daemon: every method, signal, property and error */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -23,9 +24,12 @@ static void on_signal(GDBusConnection *conn, const char *sender, const char *pat
                         g_variant_ref_sink(g_variant_new("(ss@*)", member, path, params)));
 }
 
+/* data: the daemon's TestDaemonOptions, or NULL for the defaults. */
 static void fixture_setup(Fixture *f, gconstpointer data) {
+        static const TestDaemonOptions defaults = {};
+
         f->bus = test_bus_new();
-        f->daemon = test_daemon_start(f->bus);
+        f->daemon = test_daemon_start_full(f->bus, data ? data : &defaults);
         f->signals = g_ptr_array_new_with_free_func((GDestroyNotify) g_variant_unref);
         f->subscription =
                 g_dbus_connection_signal_subscribe(f->bus->conn, NULL, NULL, NULL, NULL, NULL,
@@ -1106,7 +1110,154 @@ static void test_relay_cycle_refused(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(n_ports(f), ==, 4);
 }
 
+/* Listens on addr:port without SO_REUSEADDR, as another program would: the fd, or -errno. */
+static int tcp_listen_at(const char *addr, guint16 port) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+        int fd, r;
+
+        g_assert_cmpint(inet_pton(AF_INET, addr, &a.sin_addr), ==, 1);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        if (bind(fd, (struct sockaddr *) &a, sizeof a) < 0 || listen(fd, 16) < 0) {
+                r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
+/* The child nodes introspection shows under path. */
+static guint n_child_nodes(Fixture *f, const char *path) {
+        g_autoptr(GVariant) reply = NULL;
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GDBusNodeInfo) node = NULL;
+        const char *xml;
+        guint n = 0;
+
+        reply = test_call(f->bus, path, "org.freedesktop.DBus.Introspectable", "Introspect", NULL,
+                          "(s)", &error);
+        g_assert_no_error(error);
+        g_variant_get(reply, "(&s)", &xml);
+        node = g_dbus_node_info_new_for_xml(xml, &error);
+        g_assert_no_error(error);
+        for (GDBusNodeInfo **c = node->nodes; c && *c; c++)
+                n++;
+        return n;
+}
+
+static const char *const fail_second_relay_env[] = { "PORTPUB_TEST_FAIL_RELAY=2", NULL };
+static const TestDaemonOptions fail_second_relay = { .env = fail_second_relay_env };
+
+/* The daemon's second relay fails after both ports of one call were bound: the error names the
+ * second port, neither port stays bound, and nothing was published, counted or announced. */
+static void test_relay_failure_changes_nothing(Fixture *f, gconstpointer data) {
+        guint16 a = free_port(), b;
+        g_autofree char *msg = NULL, *second = NULL, *first = NULL;
+        g_autoptr(GVariant) reply = NULL;
+        int fa, fb;
+
+        do
+                b = free_port();
+        while (b == a);
+        sync_signals(f);
+        g_ptr_array_set_size(f->signals, 0);
+
+        msg = manager_error(f, "PublishPorts",
+                            g_variant_new_parsed("('web', ['127.0.0.1'], [('tcp', '127.0.0.1', %q, @q 80), "
+                                                 "('tcp', '127.0.0.1', %q, @q 81)], @a{sv} {})",
+                                                 a, b),
+                            "org.freedesktop.DBus.Error.Failed");
+        g_test_message("%s", msg);
+        second = g_strdup_printf("port %u", b);
+        first = g_strdup_printf("port %u", a);
+        g_assert_nonnull(strstr(msg, second));
+        g_assert_null(strstr(msg, first));
+        g_assert_nonnull(strstr(msg, "'web'"));
+
+        /* Both are ours to take, so neither was left bound. */
+        fa = tcp_listen_at("127.0.0.1", a);
+        fb = tcp_listen_at("127.0.0.1", b);
+        g_assert_cmpint(fa, >=, 0);
+        g_assert_cmpint(fb, >=, 0);
+        close(fa);
+        close(fb);
+        g_assert_cmpuint(n_ports(f), ==, 0);
+        g_assert_cmpuint(n_sandboxes(f), ==, 0);
+        sync_signals(f);
+        g_assert_cmpuint(count_signals(f, "PortPublished"), ==, 0);
+        g_assert_cmpuint(count_signals(f, "SandboxNew"), ==, 0);
+        g_assert_cmpuint(count_signals(f, "InterfacesAdded"), ==, 0);
+        g_assert_cmpuint(n_child_nodes(f, TEST_MANAGER_PATH "/port"), ==, 0);
+
+        /* The hook fires once: the same call now succeeds, and its two objects show up where the
+         * failed call left none. */
+        reply = manager_call(f, "PublishPorts",
+                             g_variant_new_parsed("('web', ['127.0.0.1'], [('tcp', '127.0.0.1', %q, @q 80), "
+                                                  "('tcp', '127.0.0.1', %q, @q 81)], @a{sv} {})",
+                                                  a, b),
+                             "(oa(ssqqo))");
+        g_assert_cmpuint(n_child_nodes(f, TEST_MANAGER_PATH "/port"), ==, 2);
+}
+
+/* PortInUse names the sandbox that really holds the endpoint: "" wants 127.0.0.1 and ::1, so a
+ * sandbox on 127.0.0.1 (or ::1) is named, while one on 127.0.0.2 is not, and the holder of
+ * 127.0.0.1 there is "another program". */
+static void test_port_in_use_names_holder(Fixture *f, gconstpointer data) {
+        guint16 p = free_port(), r;
+        g_autofree char *a = NULL, *a2 = NULL, *msg = NULL;
+        int holder;
+
+        do
+                r = free_port();
+        while (r == p);
+        a = publish_one(f, "A", "127.0.0.1", "tcp", "127.0.0.1", p, 80, NULL, NULL);
+        msg = manager_error(
+                f, "PublishPorts",
+                g_variant_new_parsed("('B', ['127.0.0.1'], [('tcp', '', %q, @q 80)], @a{sv} {})", p),
+                TEST_ERROR_PREFIX "PortInUse");
+        g_test_message("%s", msg);
+        g_assert_nonnull(strstr(msg, "sandbox 'A'"));
+        g_assert_nonnull(strstr(msg, "in use"));
+        g_assert_nonnull(strstr(msg, "'B'"));
+        g_assert_null(strstr(msg, "another program"));
+
+        a2 = publish_one(f, "A", NULL, "tcp", "127.0.0.2", r, 80, NULL, NULL);
+        holder = tcp_listen_at("127.0.0.1", r);
+        g_assert_cmpint(holder, >=, 0);
+        g_free(msg);
+        msg = manager_error(
+                f, "PublishPorts",
+                g_variant_new_parsed("('B', ['127.0.0.1'], [('tcp', '', %q, @q 80)], @a{sv} {})", r),
+                TEST_ERROR_PREFIX "PortInUse");
+        g_test_message("%s", msg);
+        g_assert_nonnull(strstr(msg, "another program"));
+        g_assert_null(strstr(msg, "'A'"));
+        close(holder);
+
+        if (have_ipv6()) {
+                g_autofree char *a6 = NULL;
+                guint16 s;
+
+                do
+                        s = free_port();
+                while (s == p || s == r);
+                /* 127.0.0.1 binds, ::1 is A's. */
+                a6 = publish_one(f, "A", NULL, "tcp", "::1", s, 80, NULL, NULL);
+                g_free(msg);
+                msg = manager_error(
+                        f, "PublishPorts",
+                        g_variant_new_parsed("('B', ['127.0.0.1'], [('tcp', '', %q, @q 80)], @a{sv} {})",
+                                             s),
+                        TEST_ERROR_PREFIX "PortInUse");
+                g_test_message("%s", msg);
+                g_assert_nonnull(strstr(msg, "sandbox 'A'"));
+        }
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+}
+
 #define ADD(name, fn) g_test_add("/api/" name, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+#define ADD_WITH(name, options, fn)                                                                \
+        g_test_add("/api/" name, Fixture, &(options), fixture_setup, fn, fixture_teardown)
 
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
@@ -1138,5 +1289,8 @@ int main(int argc, char *argv[]) {
         ADD("active-sessions-coalesced", test_active_sessions_coalesced);
         ADD("shutdown-unpublishes", test_shutdown_unpublishes);
         ADD("thousand-ports", test_thousand_ports);
+        ADD_WITH("relay-failure-changes-nothing", fail_second_relay,
+                 test_relay_failure_changes_nothing);
+        ADD("port-in-use-names-holder", test_port_in_use_names_holder);
         return g_test_run();
 }

@@ -15,33 +15,150 @@
 
 #include "testlib.h"
 
-TestBus *test_bus_new(void) {
-        TestBus *b = g_new0(TestBus, 1);
-        g_autoptr(GError) error = NULL;
+/* A test that aborts must not leave its daemons behind holding meson's pipes open. */
+static void die_with_parent(gpointer data) {
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
 
-        b->dbus = g_test_dbus_new(G_TEST_DBUS_NONE);
-        g_test_dbus_up(b->dbus);
-        b->address = g_test_dbus_get_bus_address(b->dbus);
-        g_assert_nonnull(b->address);
-        b->conn = g_dbus_connection_new_for_address_sync(
-                b->address,
+gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+
+        for (;;) {
+                if (waitpid(pid, ret_status, WNOHANG) == pid)
+                        return TRUE;
+                if (g_get_monotonic_time() >= deadline)
+                        return FALSE;
+                g_usleep(5000); /* polling a child's exit: there is no fd to wait on here */
+        }
+}
+
+/* What a session bus allows, for every uid: GTestDBus's bus refuses other uids at EXTERNAL
+ * authentication. unix:tmpdir= is an abstract socket on Linux (dbus < 1.15.2), which has no file
+ * permissions, or a socket in /tmp that dbus-daemon makes 0777: any user can reach either. */
+static const char shared_bus_config[] =
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+        "<busconfig>\n"
+        "  <type>session</type>\n"
+        "  <listen>unix:tmpdir=/tmp</listen>\n"
+        "  <auth>EXTERNAL</auth>\n"
+        "  <policy context=\"default\">\n"
+        "    <allow user=\"*\"/>\n"
+        "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+        "    <allow receive_sender=\"*\"/>\n"
+        "    <allow eavesdrop=\"true\"/>\n"
+        "    <allow own=\"*\"/>\n"
+        "  </policy>\n"
+        "</busconfig>\n";
+
+/* Reads the one line dbus-daemon prints for --print-address; NULL on timeout or EOF. */
+static char *read_address_line(int fd, guint timeout_ms) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        char buf[1024];
+        size_t n = 0;
+
+        while (n < sizeof buf - 1) {
+                gint64 left = deadline - g_get_monotonic_time();
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                ssize_t k;
+
+                if (left <= 0 || poll(&p, 1, (int) (left / 1000) + 1) <= 0)
+                        return NULL;
+                k = read(fd, buf + n, sizeof buf - 1 - n);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k <= 0)
+                        return NULL;
+                n += (size_t) k;
+                buf[n] = 0;
+                if (strchr(buf, '\n')) {
+                        *strchr(buf, '\n') = 0;
+                        return g_strdup(buf);
+                }
+        }
+        return NULL;
+}
+
+static GDBusConnection *connect_to(const char *address) {
+        g_autoptr(GError) error = NULL;
+        GDBusConnection *conn;
+
+        conn = g_dbus_connection_new_for_address_sync(
+                address,
                 G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
                         G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
                 NULL, NULL, &error);
         g_assert_no_error(error);
-        g_dbus_connection_set_exit_on_close(b->conn, FALSE);
+        g_dbus_connection_set_exit_on_close(conn, FALSE);
+        return conn;
+}
+
+TestBus *test_bus_new(void) {
+        TestBus *b = g_new0(TestBus, 1);
+
+        b->stdout_fd = -1;
+        b->dbus = g_test_dbus_new(G_TEST_DBUS_NONE);
+        g_test_dbus_up(b->dbus);
+        b->address = g_test_dbus_get_bus_address(b->dbus);
+        g_assert_nonnull(b->address);
+        b->conn = connect_to(b->address);
+        return b;
+}
+
+TestBus *test_bus_new_shared(void) {
+        TestBus *b = g_new0(TestBus, 1);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *config_path = NULL, *arg = NULL;
+        const char *argv[] = { "dbus-daemon", NULL, "--nofork", "--print-address=1", NULL };
+        int fd;
+
+        b->stdout_fd = -1;
+        fd = g_file_open_tmp("portpub-bus-XXXXXX.conf", &config_path, &error);
+        g_assert_no_error(error);
+        close(fd);
+        g_assert_true(g_file_set_contents(config_path, shared_bus_config, -1, &error));
+        g_assert_no_error(error);
+        arg = g_strdup_printf("--config-file=%s", config_path);
+        argv[1] = arg;
+
+        g_spawn_async_with_pipes(NULL, (char **) argv, NULL,
+                                 G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent,
+                                 NULL, &b->pid, NULL, &b->stdout_fd, NULL, &error);
+        g_assert_no_error(error);
+        b->own_address = read_address_line(b->stdout_fd, 10000);
+        /* It has read its configuration once it listens. */
+        (void) unlink(config_path);
+        if (!b->own_address)
+                g_error("dbus-daemon --config-file=%s printed no address", config_path);
+        b->address = b->own_address;
+        b->conn = connect_to(b->address);
         return b;
 }
 
 void test_bus_free(TestBus *b) {
+        int status;
+
         if (!b)
                 return;
         if (b->conn) {
                 g_dbus_connection_close_sync(b->conn, NULL, NULL);
                 g_object_unref(b->conn);
         }
-        g_test_dbus_down(b->dbus);
-        g_object_unref(b->dbus);
+        if (b->dbus) {
+                g_test_dbus_down(b->dbus);
+                g_object_unref(b->dbus);
+        }
+        if (b->pid > 0) {
+                kill(b->pid, SIGTERM);
+                if (!test_wait_pid(b->pid, 5000, &status)) {
+                        kill(b->pid, SIGKILL);
+                        g_assert_true(test_wait_pid(b->pid, 5000, &status));
+                }
+                g_spawn_close_pid(b->pid);
+        }
+        if (b->stdout_fd >= 0)
+                close(b->stdout_fd);
+        g_free(b->own_address);
         g_free(b);
 }
 
@@ -52,12 +169,7 @@ static const char *daemon_path(void) {
         return p;
 }
 
-/* A test that aborts must not leave its daemon behind holding meson's pipes open. */
-static void die_with_parent(gpointer data) {
-        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify) {
+TestDaemon *test_daemon_spawn_full(TestBus *b, const TestDaemonOptions *o) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
         g_auto(GStrv) envp = g_get_environ();
         g_autoptr(GError) error = NULL;
@@ -67,7 +179,15 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
         d->bus = b;
         d->notify_fd = -1;
         d->exit_status = -1;
-        if (with_notify) {
+        for (const char *const *e = o->env; e && *e; e++) {
+                const char *eq = strchr(*e, '=');
+                g_autofree char *name = NULL;
+
+                g_assert_nonnull(eq);
+                name = g_strndup(*e, (gsize) (eq - *e));
+                envp = g_environ_setenv(envp, name, eq + 1, TRUE);
+        }
+        if (o->with_notify) {
                 struct sockaddr_un sa = { .sun_family = AF_UNIX };
 
                 d->notify_path = g_strdup_printf("%s/portpub-notify-%d-%d", g_get_tmp_dir(),
@@ -82,8 +202,13 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
                 envp = g_environ_unsetenv(envp, "NOTIFY_SOCKET");
 
         g_ptr_array_add(argv, g_strdup(daemon_path()));
-        g_ptr_array_add(argv, g_strdup_printf("--bus-address=%s", b->address));
-        for (const char *const *a = extra_args; a && *a; a++) {
+        if (o->user_bus) {
+                /* sd_bus_open_user() finds the user's bus there. */
+                envp = g_environ_setenv(envp, "DBUS_SESSION_BUS_ADDRESS", b->address, TRUE);
+                g_ptr_array_add(argv, g_strdup("--user"));
+        } else
+                g_ptr_array_add(argv, g_strdup_printf("--bus-address=%s", b->address));
+        for (const char *const *a = o->extra_args; a && *a; a++) {
                 if (g_str_has_prefix(*a, "--state-file="))
                         has_state_file = TRUE;
                 g_ptr_array_add(argv, g_strdup(*a));
@@ -99,6 +224,12 @@ TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolea
                       NULL, &d->pid, &error);
         g_assert_no_error(error);
         return d;
+}
+
+TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify) {
+        TestDaemonOptions o = { .extra_args = extra_args, .with_notify = with_notify };
+
+        return test_daemon_spawn_full(b, &o);
 }
 
 gboolean test_name_has_owner(TestBus *b) {
@@ -148,11 +279,17 @@ gboolean test_daemon_wait_for_name(TestDaemon *d, guint timeout_ms) {
         return FALSE;
 }
 
-TestDaemon *test_daemon_start(TestBus *b) {
-        TestDaemon *d = test_daemon_spawn(b, NULL, FALSE);
+TestDaemon *test_daemon_start_full(TestBus *b, const TestDaemonOptions *o) {
+        TestDaemon *d = test_daemon_spawn_full(b, o);
 
         g_assert_true(test_daemon_wait_for_name(d, 10000));
         return d;
+}
+
+TestDaemon *test_daemon_start(TestBus *b) {
+        TestDaemonOptions o = {};
+
+        return test_daemon_start_full(b, &o);
 }
 
 int test_daemon_stop(TestDaemon *d) {

@@ -13,9 +13,13 @@
 #define TEST_ERROR_PREFIX "io.portpub.Publisher1.Error."
 
 typedef struct TestBus {
-        GTestDBus *dbus;
+        GTestDBus *dbus; /* test_bus_new() */
         GDBusConnection *conn;
         const char *address;
+        /* test_bus_new_shared(): our own dbus-daemon */
+        GPid pid;
+        int stdout_fd;
+        char *own_address;
 } TestBus;
 
 typedef struct TestDaemon {
@@ -27,18 +31,34 @@ typedef struct TestDaemon {
         int exit_status; /* valid after test_daemon_wait() returned TRUE */
 } TestDaemon;
 
+/* A private bus that only the test's uid may connect to (GTestDBus). */
 TestBus *test_bus_new(void);
+/* A private bus that every uid may connect to, send, receive and own names on: a dbus-daemon of
+ * our own, for tests whose clients run as other users. Stopped by its PID in test_bus_free(). */
+TestBus *test_bus_new_shared(void);
 void test_bus_free(TestBus *b);
 
-/* Starts $PORTPUBD --bus-address=... with extra arguments, without waiting for anything. Unless
- * the arguments name one, the daemon gets a state file of its own in a temporary directory
- * (d->state_file), removed by test_daemon_free(). */
+typedef struct TestDaemonOptions {
+        const char *const *extra_args;
+        /* "NAME=VALUE": set in the daemon's environment, on top of the test's own */
+        const char *const *env;
+        /* --user, with DBUS_SESSION_BUS_ADDRESS naming the bus, instead of --bus-address= */
+        gboolean user_bus;
+        gboolean with_notify;
+} TestDaemonOptions;
+
+/* Starts $PORTPUBD on the bus as o says, without waiting for anything. Unless the arguments
+ * name one, the daemon gets a state file of its own in a temporary directory (d->state_file),
+ * removed by test_daemon_free(). */
+TestDaemon *test_daemon_spawn_full(TestBus *b, const TestDaemonOptions *o);
+/* Starts $PORTPUBD --bus-address=... with extra arguments, without waiting for anything. */
 TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify);
 gboolean test_name_has_owner(TestBus *b);
 /* Waits until the daemon owns its name; FALSE on timeout or if it exited. */
 gboolean test_daemon_wait_for_name(TestDaemon *d, guint timeout_ms);
 /* Bus + daemon, name owned; asserts on failure. */
 TestDaemon *test_daemon_start(TestBus *b);
+TestDaemon *test_daemon_start_full(TestBus *b, const TestDaemonOptions *o);
 /* Waits for exit with a timeout; TRUE when it exited, with exit_status set (-signal if killed). */
 gboolean test_daemon_wait(TestDaemon *d, guint timeout_ms);
 /* SIGTERM, wait (5 s), SIGKILL if needed; returns the exit status. */
@@ -47,6 +67,9 @@ void test_daemon_free(TestDaemon *d);
 
 /* Reads one notify datagram into buf; FALSE on timeout. */
 gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint timeout_ms);
+
+/* Reaps the child pid within timeout_ms: TRUE with *ret_status (waitpid's) when it exited. */
+gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status);
 
 /* Iterates the default main context until cond(data) or the timeout. */
 gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms);
