@@ -159,35 +159,36 @@ int map_bind_error(Manager *m, const char *sandbox_id, const PortSpec *spec, int
         case -EADDRINUSE:
                 owner = find_overlapping_port(m, spec);
                 if (owner)
-                        return manager_fail(
-                                e, MANAGER_E_PORT_IN_USE,
+                        return manager_fail_port(
+                                e, MANAGER_E_PORT_IN_USE, spec, owner->sandbox->id,
                                 "Cannot publish %s '%s' port %u for sandbox '%s': the port is in use by sandbox '%s' (%s '%s' port %u)",
                                 proto, spec->host_address, spec->host_port, sandbox_id,
                                 owner->sandbox->id, owner->protocol, owner->host_address,
                                 owner->host_port);
-                return manager_fail(
-                        e, MANAGER_E_PORT_IN_USE,
+                return manager_fail_port(
+                        e, MANAGER_E_PORT_IN_USE, spec, NULL,
                         "Cannot publish %s '%s' port %u for sandbox '%s': the port is in use by another program",
                         proto, spec->host_address, spec->host_port, sandbox_id);
         case -EADDRNOTAVAIL:
-                return manager_fail(
-                        e, MANAGER_E_ADDRESS_NOT_AVAILABLE,
+                return manager_fail_port(
+                        e, MANAGER_E_ADDRESS_NOT_AVAILABLE, spec, NULL,
                         "Cannot publish %s '%s' port %u for sandbox '%s': the address is not on this host",
                         proto, spec->host_address, spec->host_port, sandbox_id);
         case -EACCES:
         case -EPERM:
-                return manager_fail(
-                        e, MANAGER_E_PERMISSION_DENIED,
+                return manager_fail_port(
+                        e, MANAGER_E_PERMISSION_DENIED, spec, NULL,
                         "Cannot publish %s '%s' port %u for sandbox '%s': the kernel refused the bind (privileged port?)",
                         proto, spec->host_address, spec->host_port, sandbox_id);
         case -EMFILE:
         case -ENFILE:
-                return manager_fail(e, MANAGER_E_LIMIT_EXCEEDED,
-                                    "Cannot publish %s '%s' port %u for sandbox '%s': too many open files",
-                                    proto, spec->host_address, spec->host_port, sandbox_id);
+                return manager_fail_port(
+                        e, MANAGER_E_LIMIT_EXCEEDED, spec, NULL,
+                        "Cannot publish %s '%s' port %u for sandbox '%s': too many open files",
+                        proto, spec->host_address, spec->host_port, sandbox_id);
         case -EAFNOSUPPORT:
-                return manager_fail(
-                        e, MANAGER_E_ADDRESS_NOT_AVAILABLE,
+                return manager_fail_port(
+                        e, MANAGER_E_ADDRESS_NOT_AVAILABLE, spec, NULL,
                         "Cannot publish %s '%s' port %u for sandbox '%s': address family not supported",
                         proto, spec->host_address, spec->host_port, sandbox_id);
         default:

@@ -125,8 +125,8 @@ static int loop_step(LoopCheck *c, const LoopNode *y, unsigned depth) {
                                  "%s '%s' port %u of sandbox '%s', which leads back to this port",
                                  port_proto_to_string(c->first.proto), c->first.host_address,
                                  c->first.host_port, c->first.sandbox_id);
-                return manager_fail(
-                        c->e, MANAGER_E_INVALID,
+                return manager_fail_parameter(
+                        c->e, MANAGER_E_INVALID, c->n_specs > 0 ? "guestAddresses" : "addresses",
                         "Invalid guest address '%s' for %s '%s' port %u of sandbox '%s': guest port %u there is %s, so traffic would loop",
                         sockaddr_format_ip(&c->start_target, a, sizeof a),
                         port_proto_to_string(start->proto), start->host_address, start->host_port,

@@ -27,13 +27,47 @@
 /* ActiveSessions changes with every connection: announce at most this often. */
 #define SESSIONS_ANNOUNCE_INTERVAL 1.0
 
+static void fail_message(ManagerError *e, const char *format, va_list ap) _printf_(2, 0);
+
+static void fail_message(ManagerError *e, const char *format, va_list ap) {
+        *e = (ManagerError){};
+        (void) vsnprintf(e->message, sizeof e->message, format, ap);
+}
+
 int manager_fail(ManagerError *e, int code, const char *format, ...) {
         va_list ap;
 
         if (e) {
                 va_start(ap, format);
-                (void) vsnprintf(e->message, sizeof e->message, format, ap);
+                fail_message(e, format, ap);
                 va_end(ap);
+        }
+        return code;
+}
+
+int manager_fail_port(ManagerError *e, int code, const PortSpec *port, const char *held_by,
+                      const char *format, ...) {
+        va_list ap;
+
+        if (e) {
+                va_start(ap, format);
+                fail_message(e, format, ap);
+                va_end(ap);
+                e->has_port = true;
+                e->port = *port;
+                (void) snprintf(e->held_by, sizeof e->held_by, "%s", held_by ? held_by : "");
+        }
+        return code;
+}
+
+int manager_fail_parameter(ManagerError *e, int code, const char *parameter, const char *format, ...) {
+        va_list ap;
+
+        if (e) {
+                va_start(ap, format);
+                fail_message(e, format, ap);
+                va_end(ap);
+                (void) snprintf(e->parameter, sizeof e->parameter, "%s", parameter);
         }
         return code;
 }
@@ -739,8 +773,8 @@ static int publish_check(Publish *p) {
                 }
                 /* The same tuple to the same guest port again is a retry: it succeeds. */
                 if (q->sandbox != p->s || q->guest_port != spec->guest_port)
-                        return manager_fail(
-                                p->e, MANAGER_E_PORT_IN_USE,
+                        return manager_fail_port(
+                                p->e, MANAGER_E_PORT_IN_USE, spec, q->sandbox->id,
                                 "Cannot publish %s '%s' port %u for sandbox '%s': the port is in use by sandbox '%s', which publishes it to guest port %u",
                                 q->protocol, q->host_address, q->host_port, a->sandbox_id,
                                 q->sandbox->id, q->guest_port);
@@ -809,8 +843,8 @@ static int publish_build(Publish *p) {
                         log_warning_errno(r, "Failed to set up the relay of %s '%s' port %u: %m",
                                           spec->proto == IPPROTO_UDP ? "udp" : "tcp",
                                           spec->host_address, p->created[i]->host_port);
-                        return manager_fail(
-                                p->e, MANAGER_E_FAILED,
+                        return manager_fail_port(
+                                p->e, MANAGER_E_FAILED, spec, NULL,
                                 "Cannot publish %s '%s' port %u for sandbox '%s': setting up its relay failed: %s",
                                 p->created[i]->protocol, spec->host_address, p->created[i]->host_port,
                                 a->sandbox_id, strerror_r(-r, err, sizeof err));
@@ -966,10 +1000,10 @@ int manager_execute_unpublish(Manager *m, const ManagerRequestArgs *a, ManagerEr
                 Port *p = manager_find_port(m, spec->proto, spec->host_address, spec->host_port);
 
                 if (!p || p->sandbox != s)
-                        return manager_fail(e, MANAGER_E_NO_SUCH_PORT,
-                                            "Sandbox '%s' does not publish %s '%s' port %u", s->id,
-                                            port_proto_to_string(spec->proto), spec->host_address,
-                                            spec->host_port);
+                        return manager_fail_port(e, MANAGER_E_NO_SUCH_PORT, spec, NULL,
+                                                 "Sandbox '%s' does not publish %s '%s' port %u",
+                                                 s->id, port_proto_to_string(spec->proto),
+                                                 spec->host_address, spec->host_port);
                 found[i] = p;
         }
         for (size_t i = 0; i < a->n_specs; i++)

@@ -55,11 +55,6 @@ typedef struct Port Port;
 typedef struct ManagerRequest ManagerRequest;
 typedef struct ManagerSubscriber ManagerSubscriber;
 
-/* Room for a message that names the sandbox, the port and the reason. */
-typedef struct ManagerError {
-        char message[512];
-} ManagerError;
-
 /* What a caller asks to publish, validated: host_address is normalized ("", "*", or the
  * canonical text of a literal address). */
 typedef struct PortSpec {
@@ -68,6 +63,18 @@ typedef struct PortSpec {
         uint16_t host_port;
         uint16_t guest_port;
 } PortSpec;
+
+/* Why a request failed: a message that names the sandbox, the port and the reason, and the same
+ * in parts for a face whose errors carry them (varlink's parameters). */
+typedef struct ManagerError {
+        char message[512];
+        bool has_port;
+        PortSpec port; /* the port the error is about, when has_port */
+        char held_by[SANDBOX_ID_MAX + 1]; /* PORT_IN_USE: the sandbox holding it, or "" */
+        /* MANAGER_E_INVALID: the argument at fault, as a path of the varlink contract's
+         * field names ("ports[1].guestPort"), or "" when the face must tell. */
+        char parameter[96];
+} ManagerError;
 
 typedef struct PortOptions {
         bool bind_to_caller;

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,16 +119,23 @@ static void request_fail(ManagerRequest *req, int r, const ManagerError *e) {
         request_complete(req, &res);
 }
 
+/* "ports[i]" or "ports[i].field": where in the varlink call the error is. */
+static const char *spec_path(char *buf, size_t size, size_t i, const char *field) {
+        (void) snprintf(buf, size, "ports[%zu]%s%s", i, field ? "." : "", field ? field : "");
+        return buf;
+}
+
 /* What needs no tables (but whether the sandbox exists): a bad request fails before anyone is
  * asked anything. */
 static int request_validate(ManagerRequest *req, ManagerError *e) {
         const ManagerRequestArgs *a = &req->args;
         const PortOptions *o = &a->options;
         const char *id = a->sandbox_id;
+        char path[64];
 
         if (!sandbox_id_is_valid(id))
-                return manager_fail(
-                        e, MANAGER_E_INVALID,
+                return manager_fail_parameter(
+                        e, MANAGER_E_INVALID, "sandbox",
                         "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
                         id ? id : "", SANDBOX_ID_MAX);
         if (a->n_specs > MANAGER_PORTS_PER_CALL_MAX)
@@ -140,8 +148,8 @@ static int request_validate(ManagerRequest *req, ManagerError *e) {
                         if (a->specs[j].proto == a->specs[i].proto && a->specs[i].host_port != 0 &&
                             a->specs[j].host_port == a->specs[i].host_port &&
                             strcmp(a->specs[j].host_address, a->specs[i].host_address) == 0)
-                                return manager_fail(
-                                        e, MANAGER_E_INVALID,
+                                return manager_fail_parameter(
+                                        e, MANAGER_E_INVALID, spec_path(path, sizeof path, i, NULL),
                                         "Invalid ports for sandbox '%s': %s '%s' port %u is listed twice",
                                         id, port_proto_to_string(a->specs[i].proto),
                                         a->specs[i].host_address, a->specs[i].host_port);
@@ -149,43 +157,45 @@ static int request_validate(ManagerRequest *req, ManagerError *e) {
         switch (req->type) {
         case MANAGER_REQUEST_PUBLISH:
                 if (o->has_idle_timeout && o->idle_timeout_usec > RELAY_IDLE_TIMEOUT_MAX_USEC)
-                        return manager_fail(e, MANAGER_E_INVALID,
-                                            "Invalid IdleTimeoutUSec %" PRIu64
-                                            " for sandbox '%s': at most %" PRIu64,
-                                            o->idle_timeout_usec, id, RELAY_IDLE_TIMEOUT_MAX_USEC);
+                        return manager_fail_parameter(e, MANAGER_E_INVALID, "options.idleTimeoutUSec",
+                                                      "Invalid IdleTimeoutUSec %" PRIu64
+                                                      " for sandbox '%s': at most %" PRIu64,
+                                                      o->idle_timeout_usec, id,
+                                                      RELAY_IDLE_TIMEOUT_MAX_USEC);
                 if (o->has_max_sessions &&
                     (o->max_sessions == 0 || o->max_sessions > MANAGER_MAX_SESSIONS_MAX))
-                        return manager_fail(e, MANAGER_E_INVALID,
-                                            "Invalid MaxSessions %" PRIu32
-                                            " for sandbox '%s': expected 1 to %u",
-                                            o->max_sessions, id, MANAGER_MAX_SESSIONS_MAX);
+                        return manager_fail_parameter(e, MANAGER_E_INVALID, "options.maxSessions",
+                                                      "Invalid MaxSessions %" PRIu32
+                                                      " for sandbox '%s': expected 1 to %u",
+                                                      o->max_sessions, id, MANAGER_MAX_SESSIONS_MAX);
                 for (size_t i = 0; i < a->n_specs; i++) {
                         const PortSpec *spec = &a->specs[i];
 
                         if (spec->guest_port == 0)
-                                return manager_fail(
+                                return manager_fail_parameter(
                                         e, MANAGER_E_INVALID,
+                                        spec_path(path, sizeof path, i, "guestPort"),
                                         "Invalid guest port 0 for %s '%s' port %u of sandbox '%s': expected 1 to 65535",
                                         port_proto_to_string(spec->proto), spec->host_address,
                                         spec->host_port, id);
                         if (spec->proto != IPPROTO_UDP)
                                 continue;
                         if (o->proxy_protocol != RELAY_PROXY_NONE)
-                                return manager_fail(
-                                        e, MANAGER_E_INVALID,
+                                return manager_fail_parameter(
+                                        e, MANAGER_E_INVALID, "options.proxyProtocol",
                                         "Invalid ProxyProtocol for udp '%s' port %u of sandbox '%s': PROXY headers are for tcp only",
                                         spec->host_address, spec->host_port, id);
                         if (o->has_idle_timeout && o->idle_timeout_usec == 0)
-                                return manager_fail(
-                                        e, MANAGER_E_INVALID,
+                                return manager_fail_parameter(
+                                        e, MANAGER_E_INVALID, "options.idleTimeoutUSec",
                                         "Invalid IdleTimeoutUSec 0 for udp '%s' port %u of sandbox '%s': UDP sessions need a timeout",
                                         spec->host_address, spec->host_port, id);
                 }
                 return 0;
         case MANAGER_REQUEST_SET_GUEST_ADDRESSES:
                 if (a->guest4.sa.sa_family == AF_UNSPEC && a->guest6.sa.sa_family == AF_UNSPEC)
-                        return manager_fail(
-                                e, MANAGER_E_INVALID,
+                        return manager_fail_parameter(
+                                e, MANAGER_E_INVALID, "addresses",
                                 "Invalid guest addresses for sandbox '%s': at least one address is needed",
                                 id);
                 break;
