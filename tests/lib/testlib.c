@@ -40,8 +40,25 @@ void test_bus_free(TestBus *b) {
                 g_dbus_connection_close_sync(b->conn, NULL, NULL);
                 g_object_unref(b->conn);
         }
-        g_test_dbus_down(b->dbus);
-        g_object_unref(b->dbus);
+        if (b->dbus) {
+                g_test_dbus_down(b->dbus);
+                g_object_unref(b->dbus);
+        } else if (b->pid > 0) {
+                gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+                int status;
+
+                kill(b->pid, SIGTERM);
+                while (waitpid(b->pid, &status, WNOHANG) == 0) {
+                        if (g_get_monotonic_time() >= deadline) {
+                                kill(b->pid, SIGKILL);
+                                (void) waitpid(b->pid, &status, 0);
+                                break;
+                        }
+                        g_usleep(5000); /* as in test_daemon_wait(): no fd to wait on */
+                }
+                g_spawn_close_pid(b->pid);
+        }
+        g_free(b->shared_address);
         g_free(b);
 }
 
@@ -55,6 +72,67 @@ static const char *daemon_path(void) {
 /* A test that aborts must not leave its daemon behind holding meson's pipes open. */
 static void die_with_parent(gpointer data) {
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* Every uid may connect, own names and send anything; an abstract socket has no file mode. */
+static const char shared_bus_config[] =
+        "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n"
+        " \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n"
+        "<busconfig>\n"
+        "  <type>session</type>\n"
+        "  <listen>unix:tmpdir=/tmp</listen>\n"
+        "  <auth>EXTERNAL</auth>\n"
+        "  <policy context=\"default\">\n"
+        "    <allow user=\"*\"/>\n"
+        "    <allow send_destination=\"*\" eavesdrop=\"true\"/>\n"
+        "    <allow eavesdrop=\"true\"/>\n"
+        "    <allow own=\"*\"/>\n"
+        "  </policy>\n"
+        "</busconfig>\n";
+
+TestBus *test_bus_new_shared(void) {
+        TestBus *b = g_new0(TestBus, 1);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *config = NULL, *config_arg = NULL;
+        const char *argv[] = { "dbus-daemon", NULL, "--nofork", "--print-address=1", NULL };
+        char buf[1024];
+        size_t len = 0;
+        int fd, out;
+
+        fd = g_file_open_tmp("portpub-test-bus-XXXXXX.conf", &config, &error);
+        g_assert_no_error(error);
+        close(fd);
+        g_assert_true(g_file_set_contents(config, shared_bus_config, -1, &error));
+        config_arg = g_strdup_printf("--config-file=%s", config);
+        argv[1] = config_arg;
+        g_spawn_async_with_pipes(NULL, (char **) argv, NULL,
+                                 G_SPAWN_SEARCH_PATH | G_SPAWN_DO_NOT_REAP_CHILD, die_with_parent,
+                                 NULL, &b->pid, NULL, &out, NULL, &error);
+        g_assert_no_error(error);
+        /* It prints its address, one line, once it listens. */
+        while (!memchr(buf, '\n', len)) {
+                struct pollfd p = { .fd = out, .events = POLLIN };
+                ssize_t n;
+
+                g_assert_cmpint(poll(&p, 1, 10000), ==, 1);
+                n = read(out, buf + len, sizeof buf - 1 - len);
+                g_assert_cmpint(n, >, 0);
+                len += (size_t) n;
+        }
+        close(out);
+        (void) unlink(config);
+        buf[len] = 0;
+        *strchr(buf, '\n') = 0;
+        b->shared_address = g_strdup(buf);
+        b->address = b->shared_address;
+        b->conn = g_dbus_connection_new_for_address_sync(
+                b->address,
+                G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                        G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                NULL, NULL, &error);
+        g_assert_no_error(error);
+        g_dbus_connection_set_exit_on_close(b->conn, FALSE);
+        return b;
 }
 
 TestDaemon *test_daemon_spawn(TestBus *b, const char *const *extra_args, gboolean with_notify) {

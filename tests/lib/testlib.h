@@ -13,9 +13,11 @@
 #define TEST_ERROR_PREFIX "io.portpub.Publisher1.Error."
 
 typedef struct TestBus {
-        GTestDBus *dbus;
+        GTestDBus *dbus; /* NULL for a shared bus */
         GDBusConnection *conn;
         const char *address;
+        GPid pid; /* the dbus-daemon of a shared bus */
+        char *shared_address;
 } TestBus;
 
 typedef struct TestDaemon {
@@ -28,6 +30,9 @@ typedef struct TestDaemon {
 } TestDaemon;
 
 TestBus *test_bus_new(void);
+/* A private dbus-daemon that admits every uid (GTestDBus admits only our own), for tests whose
+ * clients run as another user; b->conn is our (root's) connection. Stopped by test_bus_free(). */
+TestBus *test_bus_new_shared(void);
 void test_bus_free(TestBus *b);
 
 /* Starts $PORTPUBD --bus-address=... with extra arguments, without waiting for anything. Unless
