@@ -205,6 +205,10 @@ Authorizer *polkit_authorizer_get(PolkitAuthorizer *pk) {
         return &pk->authorizer;
 }
 
+void polkit_authorizer_set_timeout(PolkitAuthorizer *pk, uint64_t usec) {
+        pk->timeout_usec = pk->interactive_timeout_usec = usec;
+}
+
 PolkitAuthorizer *polkit_authorizer_free(PolkitAuthorizer *pk) {
         if (!pk)
                 return NULL;

@@ -14,5 +14,7 @@ typedef struct PolkitAuthorizer PolkitAuthorizer;
 
 int polkit_authorizer_new(PolkitAuthorizer **ret, sd_bus *bus);
 Authorizer *polkit_authorizer_get(PolkitAuthorizer *pk);
+/* For tests: every check, interactive or not, fails after usec without an answer. */
+void polkit_authorizer_set_timeout(PolkitAuthorizer *pk, uint64_t usec);
 /* Accepts NULL. The manager must have cancelled its checks first (manager_free() does). */
 PolkitAuthorizer *polkit_authorizer_free(PolkitAuthorizer *pk);

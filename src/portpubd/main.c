@@ -295,6 +295,25 @@ static void setup_test_hooks(Manager *m) {
         manager_set_fail_relay(m, (unsigned) n);
 }
 
+/* PORTPUB_TEST_POLKIT_TIMEOUT_USEC=N: a polkit check unanswered for N µs fails, instead of after
+ * POLKIT_TIMEOUT_USEC, so that a test of a polkit that never answers need not wait 25 s. */
+static void setup_polkit_test_hook(PolkitAuthorizer *pk) {
+        const char *e = getenv("PORTPUB_TEST_POLKIT_TIMEOUT_USEC");
+        unsigned long long n;
+        char *end;
+
+        if (!e)
+                return;
+        errno = 0;
+        n = strtoull(e, &end, 10);
+        if (errno || *end || n == 0 || n > POLKIT_INTERACTIVE_TIMEOUT_USEC || e[0] == '-') {
+                log_warning("Invalid PORTPUB_TEST_POLKIT_TIMEOUT_USEC='%s', ignoring.", e);
+                return;
+        }
+        log_notice("Test hook: polkit checks time out after %llu us.", n);
+        polkit_authorizer_set_timeout(pk, n);
+}
+
 /* The state file's directory is made here when it is missing (systemd's RuntimeDirectory=
  * makes it for the unit); then the file is read and its publications restored. */
 static int setup_state_file(Context *c) {
@@ -394,6 +413,7 @@ static int run(int argc, char *argv[]) {
                         log_oom();
                         goto finish_fail;
                 }
+                setup_polkit_test_hook(c.polkit);
                 manager_set_authorizer(c.manager, polkit_authorizer_get(c.polkit));
         }
         r = machined_resolver_new(&c.machined, c.bus, c.manager);
