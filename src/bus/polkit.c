@@ -91,6 +91,11 @@ static int check_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_
         int authorized = 0, challenge = 0, r;
 
         c->slot = sd_bus_slot_unref(c->slot);
+        /* We gave up waiting: polkit must not go on asking someone for a password. */
+        if (e && sd_bus_error_has_name(e, SD_BUS_ERROR_NO_REPLY))
+                (void) sd_bus_call_method_async(c->pk->bus, NULL, POLKIT_NAME, POLKIT_PATH,
+                                                POLKIT_INTERFACE, "CancelCheckAuthorization", NULL,
+                                                NULL, "s", c->cancellation_id);
         if (e) {
                 (void) snprintf(
                         reason, sizeof reason,
