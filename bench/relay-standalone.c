@@ -10,9 +10,10 @@
  *   RELAY_BUSY_POLL_USEC (the busy-poll window, as portpubd's --busy-poll=; 0: none).
  *
  * Build by hand, optimized, from the top of the tree:
- *   gcc -std=gnu11 -O2 -D_GNU_SOURCE -Isrc src/relay.c src/sockaddr-util.c src/log.c \
- *       src/busy-poll.c src/relay-tcp.c src/relay-udp.c bench/relay-standalone.c -lev \
- *       -o relay-standalone
+ *   gcc -std=gnu11 -O2 -D_GNU_SOURCE -Isrc/shared -Isrc/relay src/shared/log.c \
+ *       src/shared/sockaddr-util.c src/relay/relay.c src/relay/busy-poll.c src/relay/relay-tcp.c \
+ *       src/relay/relay-udp.c bench/relay-standalone.c -lev -o relay-standalone
+ * (or: meson setup build-rel -Dbuildtype=release -Dtests=false, build-rel/bench/relay-standalone)
  */
 
 #include <errno.h>

@@ -7,11 +7,11 @@
  * and timer watchers only call sd_bus_process() until it has nothing left to do. */
 #include <poll.h>
 #include <stdlib.h>
-#include <time.h>
 
 #include "bus-ev.h"
 #include "log.h"
 #include "macro.h"
+#include "time-util.h"
 
 /* Bounds the work done per wakeup so that relays get their turn on a busy bus; a non-empty queue
  * makes sd_bus_get_timeout() return 0, and the timer picks the rest up without sleeping. */
@@ -28,13 +28,6 @@ struct BusEv {
         int events;
         int fd;
 };
-
-static uint64_t now_monotonic_usec(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void bus_ev_stop(BusEv *b) {
         ev_io_stop(b->loop, &b->io);
@@ -93,7 +86,7 @@ static void bus_ev_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) 
         if (r > 0) {
                 double after = 0.;
 
-                now = now_monotonic_usec();
+                now = monotonic_usec();
                 /* Round up: waking a microsecond early would only spin once more. */
                 if (until > now)
                         after = (double) (until - now + 999) / 1e6;

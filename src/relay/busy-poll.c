@@ -15,12 +15,14 @@
 #include "busy-poll.h"
 
 #include "macro.h"
+#include "time-util.h"
 
 #define BUSY_POLL_MAX_SKIP 64u
 
 static void busy_poll_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
         BusyPoll *b = container_of(w, BusyPoll, idle);
-        ev_tstamp now = ev_time();
+        /* Not ev_time(): a wall clock set back inside a window would keep the loop spinning. */
+        ev_tstamp now = monotonic_sec();
 
         /* Only iterations without events get here. */
         if (b->deadline == 0.) {

@@ -14,7 +14,7 @@ typedef struct BusyPoll {
         ev_check check;
         ev_idle idle;
         ev_tstamp window;
-        ev_tstamp deadline; /* 0: the window starts at the next empty poll */
+        ev_tstamp deadline; /* CLOCK_MONOTONIC; 0: the window starts at the next empty poll */
         Backoff backoff; /* of opening a window */
         unsigned long hits, misses; /* work found while polling / windows that ran out */
 } BusyPoll;

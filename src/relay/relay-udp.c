@@ -108,6 +108,7 @@
 #include "log.h"
 #include "macro.h"
 #include "relay-udp.h"
+#include "time-util.h"
 
 /* Datagrams per recvmmsg()/sendmmsg(), and slots in the pool. */
 #define UDP_BATCH 64U
@@ -245,13 +246,6 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(UdpRelay *, udp_relay_free);
 
 static const char reason_max_sessions[] = "MaxSessions reached";
 static const char reason_no_fds[] = "Too many open files";
-
-static ev_tstamp now_monotonic(void) {
-        struct timespec ts;
-
-        (void) clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-        return (ev_tstamp) ts.tv_sec + (ev_tstamp) ts.tv_nsec * 1e-9;
-}
 
 /* Puts slots [first, first + n) back into the state recvmmsg() wants: room for a whole datagram,
  * an address and a pktinfo cmsg, whichever socket reads into them. The pointers never change. */
@@ -948,7 +942,7 @@ static void reader_poll(UdpReader *r, ev_tstamp now) {
 static void reader_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
         UdpReader *r = container_of(w, UdpReader, io);
         UdpRelay *relay = r->relay;
-        ev_tstamp now = now_monotonic();
+        ev_tstamp now = monotonic_coarse_sec();
 
         if (r->read(r, UDP_RX_ROUNDS, now) >= UDP_POLL_ENTER && !r->closed)
                 reader_poll(r, now);
@@ -958,7 +952,7 @@ static void reader_io_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void relay_poll_cb(struct ev_loop *loop, ev_io *w, int revents) {
         UdpRelay *relay = w->data;
-        ev_tstamp now = now_monotonic();
+        ev_tstamp now = monotonic_coarse_sec();
         uint64_t expirations;
         UdpReader *r;
         unsigned n;
@@ -994,7 +988,7 @@ static void relay_poll_cb(struct ev_loop *loop, ev_io *w, int revents) {
 
 static void relay_expiry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
         UdpRelay *relay = w->data;
-        ev_tstamp now = now_monotonic();
+        ev_tstamp now = monotonic_coarse_sec();
 
         while (relay->lru && relay->lru->last_activity + relay->idle_timeout <= now)
                 session_close(relay->lru);

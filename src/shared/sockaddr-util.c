@@ -54,6 +54,7 @@ int sockaddr_parse_ip(const char *s, SockaddrUnion *ret) {
 int sockaddr_parse_hostport(const char *s, SockaddrUnion *ret) {
         char host[INET6_ADDRSTRLEN + 1];
         const char *colon, *hs, *he;
+        SockaddrUnion u;
         unsigned long port;
         char *end;
 
@@ -79,16 +80,19 @@ int sockaddr_parse_hostport(const char *s, SockaddrUnion *ret) {
         if (s[0] != '[' && strchr(host, ':'))
                 return -EINVAL;
 
+        /* strtoul() would also take blanks and a sign before the digits. */
+        if (colon[1] < '0' || colon[1] > '9')
+                return -EINVAL;
         errno = 0;
         port = strtoul(colon + 1, &end, 10);
-        if (errno != 0 || *end || end == colon + 1 || port > 65535 || colon[1] == '-' ||
-            colon[1] == '+')
+        if (errno != 0 || *end || port > 65535)
                 return -EINVAL;
-        if (sockaddr_parse_ip(host, ret) < 0)
+        if (sockaddr_parse_ip(host, &u) < 0)
                 return -EINVAL;
-        if (s[0] == '[' && ret->sa.sa_family != AF_INET6)
+        if (s[0] == '[' && u.sa.sa_family != AF_INET6)
                 return -EINVAL;
-        sockaddr_set_port(ret, (uint16_t) port);
+        sockaddr_set_port(&u, (uint16_t) port);
+        *ret = u;
         return 0;
 }
 

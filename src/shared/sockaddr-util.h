@@ -24,7 +24,8 @@ void sockaddr_set_port(SockaddrUnion *sa, uint16_t port);
  * Returns 0 or -EINVAL. */
 int sockaddr_parse_ip(const char *s, SockaddrUnion *ret);
 
-/* Parses "a.b.c.d:port" or "[v6]:port". Returns 0 or -EINVAL. */
+/* Parses "a.b.c.d:port" or "[v6]:port" (port: decimal digits only). Returns 0 or -EINVAL, and
+ * then leaves ret alone. */
 int sockaddr_parse_hostport(const char *s, SockaddrUnion *ret);
 
 /* "1.2.3.4" / "::1" into buf of at least INET6_ADDRSTRLEN. */
