@@ -53,8 +53,8 @@ int manager_fail(ManagerError *e, int code, const char *format, ...) _printf_(3,
 int manager_fail_port(ManagerError *e, int code, const PortSpec *port, const char *held_by,
                       const char *format, ...) _printf_(5, 6);
 /* The same about an argument: parameter is its path in the varlink contract's names. */
-int manager_fail_parameter(ManagerError *e, int code, const char *parameter, const char *format,
-                           ...) _printf_(4, 5);
+int manager_fail_parameter(ManagerError *e, int code, const char *parameter, const char *format, ...)
+        _printf_(4, 5);
 const char *port_proto_to_string(int proto);
 void port_fill_target(Port *p, RelayTarget *t);
 void manager_emit(Manager *m, const ManagerEvent *event);

@@ -79,8 +79,7 @@ VarlinkServer *varlink_server_free(VarlinkServer *s);
  * it; methods in it but not in methods[] get MethodNotImplemented, names in neither
  * MethodNotFound. */
 int varlink_server_add_interface(VarlinkServer *s, const VarlinkInterface *iface, void *userdata);
-void varlink_server_set_hooks(VarlinkServer *s, const VarlinkConnectionHooks *hooks,
-                              void *userdata);
+void varlink_server_set_hooks(VarlinkServer *s, const VarlinkConnectionHooks *hooks, void *userdata);
 
 /* Listens on a socket given (e.g. by systemd), as it is: the server owns it from now on. */
 int varlink_server_listen_fd(VarlinkServer *s, int fd);
