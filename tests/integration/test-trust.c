@@ -100,6 +100,7 @@ typedef struct Fakes {
         guint machined_id;
         MachinedRule machined_rule;
         GVariant *addresses; /* a(iay) */
+        char *unknown; /* a machine it does not know, whatever the rule */
         GPtrArray *lookups; /* of char *: the machines asked for */
 } Fakes;
 
@@ -156,6 +157,8 @@ static void machined_method_call(GDBusConnection *conn, const char *sender, cons
         g_mutex_lock(&f->lock);
         g_ptr_array_add(f->lookups, g_strdup(name));
         rule = f->machined_rule;
+        if (f->unknown && strcmp(f->unknown, name) == 0)
+                rule = MACHINED_NO_SUCH_MACHINE;
         addresses = f->addresses ? g_variant_ref(f->addresses) : NULL;
         g_mutex_unlock(&f->lock);
         if (rule == MACHINED_NO_SUCH_MACHINE)
@@ -264,6 +267,7 @@ static void fakes_stop(Fakes *f) {
         if (f->addresses)
                 g_variant_unref(f->addresses);
         g_mutex_clear(&f->lock);
+        g_clear_pointer(&f->unknown, g_free);
 }
 
 /* allowed: NULL-terminated actions for POLKIT_ALLOW_LISTED. */
@@ -301,6 +305,13 @@ static void machined_set_addresses(Fakes *f, const char *const *addrs) {
 static void machined_set_rule(Fakes *f, MachinedRule rule) {
         g_mutex_lock(&f->lock);
         f->machined_rule = rule;
+        g_mutex_unlock(&f->lock);
+}
+
+static void machined_forget(Fakes *f, const char *name) {
+        g_mutex_lock(&f->lock);
+        g_free(f->unknown);
+        f->unknown = g_strdup(name);
         g_mutex_unlock(&f->lock);
 }
 
@@ -1579,6 +1590,62 @@ static void skip_not_root(gconstpointer data) {
                         g_test_add_data_func("/trust/" name, NULL, skip_not_root);                 \
         } while (0)
 
+/* After a crash, a machine-bound sandbox comes back only while machined still knows its
+ * machine; one whose machine went away meanwhile is removed (machine-removed). */
+static gboolean one_sandbox_left(gpointer data) {
+        return n_sandboxes(data) == 1;
+}
+
+static void test_machine_gone_while_down(Fixture *f, gconstpointer data) {
+        static const char *const addrs[] = { "127.0.0.5", NULL };
+        g_autofree char *dir = NULL, *state = NULL, *arg = NULL, *keep = NULL, *sandbox = NULL;
+        g_autofree char *p1 = NULL, *p2 = NULL, *msg = NULL;
+        g_autoptr(GVariant) machine = NULL;
+        g_autoptr(GError) error = NULL;
+        const char *args[] = { NULL, NULL };
+        guint16 hp;
+
+        dir = g_dir_make_tmp("portpub-trust-XXXXXX", &error);
+        g_assert_no_error(error);
+        state = g_build_filename(dir, "state", NULL);
+        arg = g_strdup_printf("--state-file=%s", state);
+        args[0] = arg;
+        /* A daemon of this test's own, on a state file that outlives it. */
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        test_daemon_free(f->daemon);
+        f->daemon = test_daemon_spawn(f->bus, args, FALSE);
+        g_assert_true(test_daemon_wait_for_name(f->daemon, 10000));
+
+        machined_set_addresses(&f->fakes, addrs);
+        p1 = root_publish(f, "m-keep", NULL, "127.0.0.1", 0, 80, &hp);
+        p2 = root_publish(f, "m-gone", NULL, "127.0.0.1", 0, 80, &hp);
+        g_assert_cmpuint(n_sandboxes(f), ==, 2);
+
+        g_assert_cmpint(kill(f->daemon->pid, SIGKILL), ==, 0);
+        g_assert_true(test_daemon_wait(f->daemon, 5000));
+        test_daemon_free(f->daemon);
+        machined_forget(&f->fakes, "m-gone");
+        f->daemon = test_daemon_spawn(f->bus, args, FALSE);
+        g_assert_true(test_daemon_wait_for_name(f->daemon, 10000));
+
+        g_assert_true(test_wait_until(one_sandbox_left, f, 10000));
+        msg = test_call_expect_error(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "GetSandbox",
+                                     g_variant_new("(s)", "m-gone"),
+                                     "io.portpub.Publisher1.Error.NoSuchSandbox");
+        sandbox = sandbox_path(f, "m-keep");
+        machine = test_get_property(f->bus, sandbox, TEST_SANDBOX_IFACE, "Machine");
+        g_assert_true(g_variant_get_boolean(machine));
+        keep = guest_addresses(f, "m-keep");
+        g_assert_cmpstr(keep, ==, "127.0.0.5");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        test_daemon_free(f->daemon);
+        (void) unlink(state);
+        (void) rmdir(dir);
+        f->daemon = test_daemon_start(f->bus);
+}
+
 int main(int argc, char *argv[]) {
         if (argc >= 2 && strcmp(argv[1], "--client") == 0)
                 return client_main(argc - 2, argv + 2);
@@ -1608,6 +1675,7 @@ int main(int argc, char *argv[]) {
         ADD("machined-absent", with_nothing, test_machined_absent);
         ADD("machined-no-address", with_machined, test_machined_no_address);
         ADD("machine-removed-ignores-others", with_machined, test_machine_removed_ignores_others);
+        ADD("machine-gone-while-down", with_machined, test_machine_gone_while_down);
         ADD("bind-to-caller", with_polkit, test_bind_to_caller);
         return g_test_run();
 }
