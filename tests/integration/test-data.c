@@ -512,14 +512,15 @@ static void test_bus_policy_portpub_owns(void) {
 
 /* portpubd started as root with --run-as=nobody on the bus: it connects as root and asks
  * for the name as nobody, so the bus sees root. */
-typedef struct Daemon {
-        GSubprocess *proc;
-        char *log_dir;
-} Daemon;
-
 typedef struct OwnerWait {
         gboolean appeared, exited;
 } OwnerWait;
+
+typedef struct Daemon {
+        GSubprocess *proc;
+        char *log_dir;
+        OwnerWait *wait; /* with the pending g_subprocess_wait_async() until exited */
+} Daemon;
 
 static void on_appeared(GDBusConnection *c, const char *name, const char *owner, gpointer data) {
         ((OwnerWait *) data)->appeared = TRUE;
@@ -540,6 +541,8 @@ static void daemon_free(Daemon *d) {
         if (!d)
                 return;
         stop(d->proc);
+        if (d->wait && wait_until(flag_is_set, &d->wait->exited, 5000))
+                g_free(d->wait);
         g_clear_object(&d->proc);
         rm_rf(d->log_dir);
         g_free(d->log_dir);
@@ -553,9 +556,10 @@ static Daemon *daemon_start_run_as_nobody(SysBus *b, GDBusConnection *watch_on) 
         g_autoptr(GError) error = NULL;
         g_autofree char *bus_arg = g_strdup_printf("--bus-address=%s", b->address);
         g_autofree char *log_path = NULL, *log = NULL;
-        OwnerWait *w = g_new0(OwnerWait, 1);
+        OwnerWait *w;
         guint watch;
 
+        w = d->wait = g_new0(OwnerWait, 1);
         d->log_dir = make_tmp_dir();
         log_path = g_build_filename(d->log_dir, "portpubd.log", NULL);
         g_subprocess_launcher_set_stderr_file_path(l, log_path);
@@ -573,7 +577,6 @@ static Daemon *daemon_start_run_as_nobody(SysBus *b, GDBusConnection *watch_on) 
                 log = read_file(log_path);
                 g_error("portpubd --run-as=nobody exited without owning %s:\n%s", BUS_NAME, log);
         }
-        /* w stays with the pending wait until the daemon exits. */
         return g_steal_pointer(&d);
 }
 
