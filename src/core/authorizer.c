@@ -22,9 +22,10 @@ static int local_check(Authorizer *a, const AuthQuery *q, auth_done_t done, void
 
         if (l->allow_all || q->caller->uid == 0)
                 return AUTH_ALLOW;
-        (void) snprintf(reason, size,
-                        "changes need root until portpubd supports polkit, and the caller is uid %u",
-                        (unsigned) q->caller->uid);
+        (void) snprintf(
+                reason, size,
+                "there is no polkit to ask here (no bus), so only root may change anything, and the caller is uid %u",
+                (unsigned) q->caller->uid);
         return AUTH_DENY;
 }
 
