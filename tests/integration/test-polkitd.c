@@ -1,7 +1,7 @@
 /* The real polkitd: a rule that grants one uid publish for sandboxes with a prefix, and nothing else
  *
- * Debian's polkitd, a system-type dbus-daemon with the project's bus policy, and portpubd
- * --run-as=portpub on it, all in a private mount namespace where the project's polkit policy is
+ * Debian's polkitd, a system-type dbus-daemon with the project's bus policy, and portpubd as
+ * user portpub on it (as its unit runs it), all in a private mount namespace where the project's polkit policy is
  * the only one in /usr/share/polkit-1/actions, a rules file of this test the only rule (over
  * /etc/polkit-1/rules.d, and an empty directory over /usr/share/polkit-1/rules.d), and copies of
  * /etc/passwd and /etc/group hold the user portpub. The rule lets uid 65534 ("nobody") publish
@@ -550,14 +550,32 @@ static void start_polkitd(void) {
         g_test_message("polkitd (pid %d) owns %s", (int) env.polkitd.pid, POLKIT_NAME);
 }
 
+/* As the unit starts it: user portpub from the start, CAP_NET_BIND_SERVICE as an ambient
+ * capability (User=, AmbientCapabilities=). Its bus connection is then portpub's, so owning the
+ * name takes the bus policy's rule for portpub, and polkitd answers it about other users only
+ * because portpub owns the actions (org.freedesktop.policykit.owner). (--run-as=, which connects
+ * as root and drops afterwards, is tested in test-daemon.) */
 static void start_portpubd(void) {
         g_autofree char *bus_arg = g_strdup_printf("--bus-address=%s", env.address);
         g_autofree char *state_dir = make_dir("state");
         g_autofree char *state_arg = g_strdup_printf("--state-file=%s/state", state_dir);
-        const char *argv[] = { g_getenv("PORTPUBD"), bus_arg, "--run-as=portpub", state_arg,
-                               "--log-level=debug",  NULL };
+        g_autofree char *uid_arg = g_strdup_printf("--reuid=%u", (unsigned) env.portpub_uid);
+        g_autofree char *gid_arg = g_strdup_printf("--regid=%u", (unsigned) env.portpub_gid);
+        const char *argv[] = { "setpriv",
+                               uid_arg,
+                               gid_arg,
+                               "--clear-groups",
+                               "--inh-caps=+net_bind_service",
+                               "--ambient-caps=+net_bind_service",
+                               "--",
+                               g_getenv("PORTPUBD"),
+                               bus_arg,
+                               state_arg,
+                               "--log-level=debug",
+                               NULL };
 
-        g_assert_nonnull(argv[0]);
+        g_assert_nonnull(argv[7]);
+        g_assert_cmpint(chown(state_dir, env.portpub_uid, env.portpub_gid), ==, 0);
         proc_start(&env.portpubd, "portpubd", argv, NULL, NULL);
         wait_for_name(TEST_BUS_NAME, &env.portpubd);
         g_test_message("portpubd (pid %d) owns %s", (int) env.portpubd.pid, TEST_BUS_NAME);
