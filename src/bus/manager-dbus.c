@@ -636,64 +636,58 @@ static int read_sandbox_id(sd_bus_message *message, ManagerRequestArgs *args) {
         return args->sandbox_id ? 0 : -ENOMEM;
 }
 
-static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+int manager_dbus_mutate(sd_bus_message *message, ManagerDBus *d, const char *sandbox_id,
+                        const DBusMutation *how, sd_bus_error *error) {
         ManagerRequestArgs args = {};
         int r;
 
-        r = read_sandbox_id(message, &args);
-        if (r >= 0)
+        if (sandbox_id) {
+                args.sandbox_id = strdup(sandbox_id);
+                r = args.sandbox_id ? 0 : -ENOMEM;
+        } else
+                r = read_sandbox_id(message, &args);
+        if (r >= 0 && how->guest_addresses)
                 r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
-        if (r >= 0)
-                r = manager_dbus_read_port_specs(message, args.sandbox_id, true, &args, error);
-        if (r >= 0)
+        if (r >= 0 && how->specs)
+                r = manager_dbus_read_port_specs(message, args.sandbox_id, how->specs_guest_port,
+                                                 &args, error);
+        if (r >= 0 && how->options)
                 r = manager_dbus_read_options(message, args.sandbox_id, &args, error);
         if (r < 0) {
                 args_clear(&args);
                 return r;
         }
-        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_PUBLISH, &args,
-                                   DBUS_REPLY_SANDBOX_AND_PUBLISHED, error);
+        return manager_dbus_submit(d, message, how->type, &args, how->reply, error);
+}
+
+static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
+        static const DBusMutation how = { .type = MANAGER_REQUEST_PUBLISH,
+                                          .guest_addresses = true,
+                                          .specs = true,
+                                          .specs_guest_port = true,
+                                          .options = true,
+                                          .reply = DBUS_REPLY_SANDBOX_AND_PUBLISHED };
+
+        return manager_dbus_mutate(message, userdata, NULL, &how, error);
 }
 
 static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args = {};
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_UNPUBLISH, .specs = true };
 
-        r = read_sandbox_id(message, &args);
-        if (r >= 0)
-                r = manager_dbus_read_port_specs(message, args.sandbox_id, false, &args, error);
-        if (r < 0) {
-                args_clear(&args);
-                return r;
-        }
-        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_UNPUBLISH, &args,
-                                   DBUS_REPLY_EMPTY, error);
+        return manager_dbus_mutate(message, userdata, NULL, &how, error);
 }
 
 static int method_remove_sandbox(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args = {};
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_REMOVE_SANDBOX };
 
-        r = read_sandbox_id(message, &args);
-        if (r < 0)
-                return r;
-        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_REMOVE_SANDBOX, &args,
-                                   DBUS_REPLY_EMPTY, error);
+        return manager_dbus_mutate(message, userdata, NULL, &how, error);
 }
 
 static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args = {};
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_SET_GUEST_ADDRESSES,
+                                          .guest_addresses = true };
 
-        r = read_sandbox_id(message, &args);
-        if (r >= 0)
-                r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
-        if (r < 0) {
-                args_clear(&args);
-                return r;
-        }
-        return manager_dbus_submit(userdata, message, MANAGER_REQUEST_SET_GUEST_ADDRESSES, &args,
-                                   DBUS_REPLY_EMPTY, error);
+        return manager_dbus_mutate(message, userdata, NULL, &how, error);
 }
 
 /* Looks a sandbox up by a caller-given id: InvalidArgs for a malformed id, NoSuchSandbox else. */

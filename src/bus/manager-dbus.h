@@ -42,6 +42,21 @@ typedef enum DBusReply {
 int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestType type,
                         ManagerRequestArgs *args, DBusReply reply, sd_bus_error *error);
 
+/* What a mutating method reads after its sandbox id, and what it replies. */
+typedef struct DBusMutation {
+        ManagerRequestType type;
+        bool guest_addresses; /* as */
+        bool specs; /* a(ssqq) with specs_guest_port, else a(ssq) */
+        bool specs_guest_port;
+        bool options; /* a{sv} */
+        DBusReply reply;
+} DBusMutation;
+
+/* Reads the arguments how says (the sandbox id first, unless sandbox_id names it: a Sandbox
+ * object's methods) and submits the request. */
+int manager_dbus_mutate(sd_bus_message *message, ManagerDBus *d, const char *sandbox_id,
+                        const DBusMutation *how, sd_bus_error *error);
+
 /* Parsing shared by the Manager and Sandbox interfaces: on failure error says why, quoting the
  * bad value. */
 int manager_dbus_read_guest_addresses(sd_bus_message *message, const char *sandbox_id,

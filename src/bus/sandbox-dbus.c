@@ -105,73 +105,38 @@ static int property_get_active_sessions(sd_bus *bus, const char *path, const cha
 }
 
 /* The request names the sandbox by id: it may be gone by the time the caller is known. */
-static int args_for(const Sandbox *s, ManagerRequestArgs *args) {
-        *args = (ManagerRequestArgs){ .sandbox_id = strdup(s->id) };
-        return args->sandbox_id ? 0 : -ENOMEM;
-}
-
-static void args_drop(ManagerRequestArgs *args) {
-        free(args->sandbox_id);
-        free(args->specs);
+static int mutate(sd_bus_message *message, const Sandbox *s, const DBusMutation *how,
+                  sd_bus_error *error) {
+        return manager_dbus_mutate(message, manager_dbus_from_message(message), s->id, how, error);
 }
 
 static int method_publish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args;
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_PUBLISH,
+                                          .specs = true,
+                                          .specs_guest_port = true,
+                                          .options = true,
+                                          .reply = DBUS_REPLY_PUBLISHED };
 
-        r = args_for(userdata, &args);
-        if (r >= 0)
-                r = manager_dbus_read_port_specs(message, args.sandbox_id, true, &args, error);
-        if (r >= 0)
-                r = manager_dbus_read_options(message, args.sandbox_id, &args, error);
-        if (r < 0) {
-                args_drop(&args);
-                return r;
-        }
-        return manager_dbus_submit(manager_dbus_from_message(message), message,
-                                   MANAGER_REQUEST_PUBLISH, &args, DBUS_REPLY_PUBLISHED, error);
+        return mutate(message, userdata, &how, error);
 }
 
 static int method_unpublish_ports(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args;
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_UNPUBLISH, .specs = true };
 
-        r = args_for(userdata, &args);
-        if (r >= 0)
-                r = manager_dbus_read_port_specs(message, args.sandbox_id, false, &args, error);
-        if (r < 0) {
-                args_drop(&args);
-                return r;
-        }
-        return manager_dbus_submit(manager_dbus_from_message(message), message,
-                                   MANAGER_REQUEST_UNPUBLISH, &args, DBUS_REPLY_EMPTY, error);
+        return mutate(message, userdata, &how, error);
 }
 
 static int method_set_guest_addresses(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args;
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_SET_GUEST_ADDRESSES,
+                                          .guest_addresses = true };
 
-        r = args_for(userdata, &args);
-        if (r >= 0)
-                r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
-        if (r < 0) {
-                args_drop(&args);
-                return r;
-        }
-        return manager_dbus_submit(manager_dbus_from_message(message), message,
-                                   MANAGER_REQUEST_SET_GUEST_ADDRESSES, &args, DBUS_REPLY_EMPTY,
-                                   error);
+        return mutate(message, userdata, &how, error);
 }
 
 static int method_remove(sd_bus_message *message, void *userdata, sd_bus_error *error) {
-        ManagerRequestArgs args;
-        int r;
+        static const DBusMutation how = { .type = MANAGER_REQUEST_REMOVE_SANDBOX };
 
-        r = args_for(userdata, &args);
-        if (r < 0)
-                return r;
-        return manager_dbus_submit(manager_dbus_from_message(message), message,
-                                   MANAGER_REQUEST_REMOVE_SANDBOX, &args, DBUS_REPLY_EMPTY, error);
+        return mutate(message, userdata, &how, error);
 }
 
 const sd_bus_vtable sandbox_vtable[] = {
