@@ -1195,13 +1195,15 @@ static void help(void) {
                "     --user                 Talk to portpubd on the user's bus\n"
                "     --address=ADDRESS      Talk to portpubd on the bus at ADDRESS\n"
                "     --no-legend            Print no column headers and no footer\n"
-               "     --no-ask-password      Do not ask for authentication (polkit)\n"
+               "     --no-ask-password      Do not let polkit ask for a password\n"
                "Options of publish:\n"
-               "     --guest=ADDRESS        The sandbox's guest address (IPv4, IPv6; repeatable)\n"
+               "     --guest=ADDRESS        The sandbox's guest address (IPv4, IPv6; repeatable;\n"
+               "                            without it the daemon asks systemd-machined)\n"
                "     --max-sessions=N       Cap on concurrent sessions of each port\n"
                "     --idle-timeout=SECONDS Close sessions idle this long (0: never, TCP)\n"
                "     --proxy-protocol=v1|v2 Send a PROXY protocol header to the guest (TCP)\n"
-               "     --bind-to-caller       Keep the ports only while portpubctl runs\n");
+               "     --bind-to-caller       Keep the ports only while portpubctl runs: stay in\n"
+               "                            the foreground until SIGINT or SIGTERM\n");
 }
 
 typedef struct Verb {
