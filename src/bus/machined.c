@@ -110,26 +110,37 @@ static int lookup_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret
         int r = 0;
 
         l->slot = sd_bus_slot_unref(l->slot);
-        if (e && sd_bus_error_has_name(e, "org.freedesktop.machine1.NoSuchMachine"))
-                r = snprintf(message, sizeof message,
-                             "No guest address for new sandbox '%s': none was given, and systemd-machined knows no machine '%s'",
-                             l->id, l->id) > 0;
-        else if (e && error_means_absent(e))
-                r = snprintf(message, sizeof message,
-                             "No guest address for new sandbox '%s': none was given, and systemd-machined is not there to ask (%s)",
-                             l->id, e->name) > 0;
-        else if (e)
-                r = snprintf(message, sizeof message,
-                             "No guest address for new sandbox '%s': none was given, and systemd-machined could not be asked: %s: %s",
-                             l->id, e->name, e->message ? e->message : "") > 0;
-        else if (read_addresses(reply, &g4, &g6) < 0)
-                r = snprintf(message, sizeof message,
-                             "No guest address for new sandbox '%s': none was given, and systemd-machined's answer could not be read",
-                             l->id) > 0;
-        else if (g4.sa.sa_family == AF_UNSPEC && g6.sa.sa_family == AF_UNSPEC)
-                r = snprintf(message, sizeof message,
-                             "No guest address for new sandbox '%s': none was given, and systemd-machined knows no IPv4 or non-link-local IPv6 address of machine '%s'",
-                             l->id, l->id) > 0;
+        if (e && sd_bus_error_has_name(e, "org.freedesktop.machine1.NoSuchMachine")) {
+                r = GUEST_RESOLVE_UNKNOWN;
+                (void) snprintf(
+                        message, sizeof message,
+                        "No guest address for new sandbox '%s': none was given, and systemd-machined knows no machine '%s'",
+                        l->id, l->id);
+        } else if (e && error_means_absent(e)) {
+                r = GUEST_RESOLVE_UNAVAILABLE;
+                (void) snprintf(
+                        message, sizeof message,
+                        "No guest address for new sandbox '%s': none was given, and systemd-machined is not there to ask (%s)",
+                        l->id, e->name);
+        } else if (e) {
+                r = GUEST_RESOLVE_UNAVAILABLE;
+                (void) snprintf(
+                        message, sizeof message,
+                        "No guest address for new sandbox '%s': none was given, and systemd-machined could not be asked: %s: %s",
+                        l->id, e->name, e->message ? e->message : "");
+        } else if (read_addresses(reply, &g4, &g6) < 0) {
+                r = GUEST_RESOLVE_UNAVAILABLE;
+                (void) snprintf(
+                        message, sizeof message,
+                        "No guest address for new sandbox '%s': none was given, and systemd-machined's answer could not be read",
+                        l->id);
+        } else if (g4.sa.sa_family == AF_UNSPEC && g6.sa.sa_family == AF_UNSPEC) {
+                r = GUEST_RESOLVE_UNKNOWN;
+                (void) snprintf(
+                        message, sizeof message,
+                        "No guest address for new sandbox '%s': none was given, and systemd-machined knows no IPv4 or non-link-local IPv6 address of machine '%s'",
+                        l->id, l->id);
+        }
         if (r)
                 log_debug("%s", message);
         else

@@ -3,8 +3,14 @@
 
 #include "sockaddr-util.h"
 
-/* r: 0 with the addresses found (either may be AF_UNSPEC, not both); > 0 when there is none,
- * with message saying why (names the sandbox); -errno on failure. */
+enum {
+        GUEST_RESOLVE_UNKNOWN = 1, /* the registry knows no such machine, or no usable address */
+        GUEST_RESOLVE_UNAVAILABLE = 2, /* the registry could not be asked, or did not answer */
+};
+
+/* r: 0 with the addresses found (either may be AF_UNSPEC, not both); GUEST_RESOLVE_UNKNOWN or
+ * GUEST_RESOLVE_UNAVAILABLE when there is none, with message saying why (names the sandbox);
+ * -errno on failure. */
 typedef void (*guest_resolve_done_t)(void *userdata, int r, const SockaddrUnion *guest4,
                                      const SockaddrUnion *guest6, const char *message);
 

@@ -745,6 +745,7 @@ typedef struct Publish {
         Sandbox *new_sandbox;
         bool set_guest;
         SockaddrUnion guest4, guest6; /* what the sandbox has after the call */
+        bool machine_changed; /* the call's addresses ended the sandbox's machine binding */
         BoundPort *bound; /* [i].n == 0: spec i is published already, or not bound yet */
         Port **created; /* [i]: the port made for spec i, NULL for a re-publish */
         size_t n_new;
@@ -863,6 +864,7 @@ static void publish_undo(Publish *p) {
 
 static void publish_commit(Publish *p, uint32_t owner, ManagerResult *res) {
         const ManagerRequestArgs *a = p->a;
+        bool sandbox_is_new = p->new_sandbox != NULL;
         Manager *m = p->m;
 
         if (p->new_sandbox) {
@@ -874,6 +876,11 @@ static void publish_commit(Publish *p, uint32_t owner, ManagerResult *res) {
         if (p->set_guest) {
                 p->s->guest4 = p->guest4;
                 p->s->guest6 = p->guest6;
+                /* Addresses given by the caller, as SetGuestAddresses: the machine's no more. */
+                if (!sandbox_is_new && !a->machine && p->s->machine) {
+                        p->s->machine = false;
+                        p->machine_changed = true;
+                }
         }
         for (size_t i = 0; i < a->n_specs; i++) {
                 Port *q = p->created[i];
@@ -908,6 +915,8 @@ static void publish_announce(Publish *p, bool sandbox_is_new) {
                         changed |= SANDBOX_CHANGED_GUEST_ADDRESSES;
                 if (p->n_new > 0)
                         changed |= SANDBOX_CHANGED_PORTS;
+                if (p->machine_changed)
+                        changed |= SANDBOX_CHANGED_MACHINE;
                 if (changed)
                         emit_sandbox(m, MANAGER_EVENT_SANDBOX_CHANGED, p->s, changed);
         }
@@ -1197,7 +1206,7 @@ static void machine_check_done(void *userdata, int r, const SockaddrUnion *guest
         Manager *m = c->manager;
 
         /* Only a clear "no such machine" removes it; a failure to ask keeps what was there. */
-        if (r > 0 && manager_machine_removed(m, c->id))
+        if (r == GUEST_RESOLVE_UNKNOWN && manager_machine_removed(m, c->id))
                 log_info("Sandbox '%s' was not restored: %s", c->id, message);
         machine_check_free(c);
 }

@@ -258,8 +258,8 @@ void manager_set_defaults(Manager *m, uint32_t max_sessions, uint64_t udp_idle_t
 /* Keeps the publications in path (JSON, see state.c), rewritten after every change. NULL:
  * none. */
 int manager_set_state_file(Manager *m, const char *path);
-/* Publishes again what the state file holds; an unusable file is set aside. Returns -errno
- * only when the file could not be read at all. */
+/* Publishes again what the state file holds; a file that cannot be read or used is set aside
+ * (renamed STATE.corrupt-<UTC time>). Returns -errno only when out of memory. */
 int manager_restore_state(Manager *m);
 /* The same from text (tests, fuzzing): > 0 when the text is unusable as a whole (why says why),
  * 0 when what was valid was restored. */

@@ -535,8 +535,13 @@ int manager_restore_state(Manager *m) {
                 set_aside(m->state_file, "larger than 64 MiB");
                 return 0;
         }
-        if (r < 0)
-                return log_error_errno(r, "Failed to read the state file %s: %m", m->state_file);
+        if (r == -ENOMEM)
+                return log_oom();
+        if (r < 0) {
+                /* A directory, a symlink, a file we may not read: not ours to use. */
+                set_aside(m->state_file, strerror(-r));
+                return 0;
+        }
         r = manager_restore_state_text(m, text, size, why, sizeof why);
         if (r > 0) {
                 set_aside(m->state_file, why);

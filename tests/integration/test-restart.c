@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "testlib.h"
@@ -41,6 +42,8 @@ static void remove_dir(const char *dir) {
         (void) rmdir(dir);
 }
 
+static void remove_corrupt_dirs(Fixture *f);
+
 static void fixture_teardown(Fixture *f, gconstpointer data) {
         if (f->daemon) {
                 (void) test_daemon_stop(f->daemon);
@@ -48,6 +51,7 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         }
         test_echo_free(f->echo);
         test_bus_free(f->bus);
+        remove_corrupt_dirs(f);
         remove_dir(f->dir);
         g_free(f->dir);
         g_free(f->state);
@@ -361,6 +365,29 @@ static void test_corrupt_file_set_aside(Fixture *f, gconstpointer data) {
         g_assert_cmpuint(count_corrupt(f), ==, 2);
 }
 
+/* A path that cannot be read as a file (a directory here) is set aside too. */
+static void test_unreadable_file_set_aside(Fixture *f, gconstpointer data) {
+        g_assert_cmpint(mkdir(f->state, 0700), ==, 0);
+        start(f);
+        g_assert_cmpuint(n_ports(f), ==, 0);
+        g_assert_cmpuint(count_corrupt(f), ==, 1);
+        /* And the next change writes a new file where it was. */
+        g_free(publish(f, NULL, "web", 0, NULL, NULL));
+        g_assert_true(g_file_test(f->state, G_FILE_TEST_IS_REGULAR));
+}
+
+static void remove_corrupt_dirs(Fixture *f) {
+        g_autoptr(GDir) d = g_dir_open(f->dir, 0, NULL);
+        const char *name;
+
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *p = g_build_filename(f->dir, name, NULL);
+
+                if (g_file_test(p, G_FILE_TEST_IS_DIR))
+                        (void) rmdir(p);
+        }
+}
+
 /* An invalid entry is skipped; the rest is restored. */
 static void test_invalid_entry_skipped(Fixture *f, gconstpointer data) {
         g_autofree char *text = NULL;
@@ -413,6 +440,7 @@ int main(int argc, char **argv) {
         ADD("unbindable-port-fails-then-recovers", test_unbindable_port_fails_then_recovers);
         ADD("corrupt-file-set-aside", test_corrupt_file_set_aside);
         ADD("invalid-entry-skipped", test_invalid_entry_skipped);
+        ADD("unreadable-file-set-aside", test_unreadable_file_set_aside);
 #undef ADD
         return g_test_run();
 }

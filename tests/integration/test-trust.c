@@ -1590,6 +1590,30 @@ static void skip_not_root(gconstpointer data) {
                         g_test_add_data_func("/trust/" name, NULL, skip_not_root);                 \
         } while (0)
 
+/* Guest addresses given to PublishPorts end the sandbox's machine binding, as
+ * SetGuestAddresses does. */
+static void test_given_addresses_end_machine(Fixture *f, gconstpointer data) {
+        static const char *const addrs[] = { "127.0.0.5", NULL };
+        g_autofree char *p1 = NULL, *p2 = NULL, *sandbox = NULL, *guests = NULL;
+        g_autoptr(GVariant) before = NULL, after = NULL;
+        guint16 hp;
+
+        machined_set_addresses(&f->fakes, addrs);
+        p1 = root_publish(f, "m-web", NULL, "127.0.0.1", 0, 80, &hp);
+        sandbox = sandbox_path(f, "m-web");
+        before = test_get_property(f->bus, sandbox, TEST_SANDBOX_IFACE, "Machine");
+        g_assert_true(g_variant_get_boolean(before));
+        p2 = root_publish(f, "m-web", "127.0.0.7", "127.0.0.1", 0, 81, &hp);
+        after = test_get_property(f->bus, sandbox, TEST_SANDBOX_IFACE, "Machine");
+        g_assert_false(g_variant_get_boolean(after));
+        guests = guest_addresses(f, "m-web");
+        g_assert_cmpstr(guests, ==, "127.0.0.7");
+        /* No longer the machine's: its MachineRemoved changes nothing. */
+        machined_emit_removed(&f->fakes, "m-web");
+        sync_signals(f);
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+}
+
 /* After a crash, a machine-bound sandbox comes back only while machined still knows its
  * machine; one whose machine went away meanwhile is removed (machine-removed). */
 static gboolean one_sandbox_left(gpointer data) {
@@ -1676,6 +1700,7 @@ int main(int argc, char *argv[]) {
         ADD("machined-no-address", with_machined, test_machined_no_address);
         ADD("machine-removed-ignores-others", with_machined, test_machine_removed_ignores_others);
         ADD("machine-gone-while-down", with_machined, test_machine_gone_while_down);
+        ADD("given-addresses-end-machine", with_machined, test_given_addresses_end_machine);
         ADD("bind-to-caller", with_polkit, test_bind_to_caller);
         return g_test_run();
 }
