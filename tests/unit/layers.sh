@@ -1,24 +1,26 @@
 #!/bin/sh
-# The layers of ARCHITECTURE.md hold: nothing under src/core or src/relay includes a systemd
-# header, and the core and relay libraries reference no sd_* symbol (sd-bus, sd-daemon...).
-# Usage: layers.sh SOURCE_ROOT CORE_LIB RELAY_LIB
+# The layers of ARCHITECTURE.md hold: nothing under src/core, src/relay or src/varlink includes a
+# systemd header, and the core, relay and varlink libraries reference no sd_* symbol (sd-bus,
+# sd-daemon, sd-varlink...).
+# Usage: layers.sh SOURCE_ROOT CORE_LIB RELAY_LIB VARLINK_LIB
 set -u
 top=$1
-core=$2
-relay=$3
+shift
 fail=0
 
-echo "1..3"
-hits=$(grep -rnE '#[[:space:]]*include[[:space:]]*[<"]systemd/' "$top/src/core" "$top/src/relay")
+echo "1..$(($# + 1))"
+hits=$(grep -rnE '#[[:space:]]*include[[:space:]]*[<"]systemd/' "$top/src/core" "$top/src/relay" \
+        "$top/src/varlink")
 if [ -z "$hits" ]; then
-        echo "ok 1 no systemd include under src/core and src/relay"
+        echo "ok 1 no systemd include under src/core, src/relay and src/varlink"
 else
         echo "$hits" | sed 's/^/# /'
-        echo "not ok 1 no systemd include under src/core and src/relay"
+        echo "not ok 1 no systemd include under src/core, src/relay and src/varlink"
         fail=1
 fi
-for n in 2 3; do
-        if [ $n = 2 ]; then lib=$core; else lib=$relay; fi
+n=1
+for lib in "$@"; do
+        n=$((n + 1))
         if ! syms=$(nm -u "$lib"); then
                 echo "not ok $n nm -u $(basename "$lib") failed"
                 fail=1
