@@ -1480,8 +1480,9 @@ static int connection_dispatch(VarlinkConnection *c, const char *text, size_t le
 }
 
 /* Dispatches the complete messages in the input buffer, as far as backpressure allows and at
- * most one batch per pass. */
-static void connection_process_input(VarlinkConnection *c) {
+ * most one batch per pass. Returns false when it left a batch's worth for the next pass. */
+static bool connection_process_input(VarlinkConnection *c) {
+        bool more = false;
         unsigned n = 0;
 
         while (buffer_len(&c->in) > 0 && connection_can_dispatch(c)) {
@@ -1490,6 +1491,7 @@ static void connection_process_input(VarlinkConnection *c) {
 
                 if (n++ >= VARLINK_PENDING_CALLS_MAX) {
                         connection_mark_dirty(c); /* the rest in the next pass */
+                        more = true;
                         break;
                 }
 
@@ -1514,6 +1516,7 @@ static void connection_process_input(VarlinkConnection *c) {
 
         if (buffer_len(&c->in) == 0)
                 buffer_free(&c->in); /* an idle connection holds no buffer */
+        return !more;
 }
 
 /* The peer closed the socket entirely (POLLHUP), rather than only shutting down its side. */
@@ -1562,7 +1565,8 @@ static void connection_read(VarlinkConnection *c) {
                         return;
                 }
                 c->in.end += (size_t) n;
-                connection_process_input(c);
+                if (!connection_process_input(c))
+                        return; /* a batch dispatched: the rest waits, unread, for the next pass */
                 if ((size_t) n < room)
                         return; /* the socket is most likely empty */
         }
@@ -1600,7 +1604,7 @@ static void connection_process(VarlinkConnection *c) {
         connection_write(c);
         if (c->closing)
                 return;
-        connection_process_input(c);
+        (void) connection_process_input(c);
         if (c->closing)
                 return;
         connection_write(c);
