@@ -219,9 +219,12 @@ static void test_certification(void) {
 /* One call on a blocking socket (the server is another process); the reply, parsed. */
 static json_object *raw_call(int fd, const char *call) {
         g_autoptr(GString) reply = g_string_new(NULL);
+        size_t len = strlen(call) + 1; /* with the NUL */
         json_object *m;
+        ssize_t n;
 
-        g_assert_cmpint(write(fd, call, strlen(call) + 1), ==, (ssize_t) strlen(call) + 1);
+        n = write(fd, call, len);
+        g_assert_cmpint(n, ==, (ssize_t) len);
         for (;;) {
                 char ch;
 
