@@ -64,6 +64,12 @@ static const char test_description[] =
         "\n"
         "method Oneway(value: int) -> ()\n"
         "\n"
+        "# With \"more\": gets a reply per Publish.\n"
+        "method Subscribe() -> (data: string)\n"
+        "\n"
+        "# Sends size bytes to every subscriber.\n"
+        "method Publish(size: int) -> ()\n"
+        "\n"
         "method Unimplemented(\n"
         "  method: string\n"
         ") -> ()\n"
@@ -80,6 +86,7 @@ typedef struct Fixture {
 
         GString *dispatched; /* "Method " per handler run */
         GPtrArray *held; /* Held calls, in order */
+        GPtrArray *subscribers; /* Subscribe calls */
         GArray *held_i; /* their "i" */
         VarlinkCall *kept; /* with a reference of ours */
         unsigned cancelled;
@@ -315,11 +322,49 @@ static int method_oneway(VarlinkCall *call, json_object *parameters, unsigned fl
         return varlink_call_reply(call, NULL);
 }
 
+static void subscriber_cancel(VarlinkCall *call, void *userdata) {
+        Fixture *f = userdata;
+
+        g_assert_true(g_ptr_array_remove(f->subscribers, call));
+        f->cancelled++;
+}
+
+static int method_subscribe(VarlinkCall *call, json_object *parameters, unsigned flags,
+                            void *userdata) {
+        Fixture *f = userdata;
+
+        record(f, call);
+        g_assert_true(flags & VARLINK_CALL_MORE);
+        g_ptr_array_add(f->subscribers, call);
+        varlink_call_set_cancel(call, subscriber_cancel, f);
+        return 0;
+}
+
+/* Replies to the calls of other connections, which may close them (a subscriber that does not
+ * read) while the server is in the middle of its own pass over connections. */
+static int method_publish(VarlinkCall *call, json_object *parameters, unsigned flags, void *userdata) {
+        Fixture *f = userdata;
+        int size = (int) param_int(parameters, "size", 1);
+
+        for (guint i = 0; i < f->subscribers->len; i++) {
+                json_object *p = json_object_new_object();
+                int r;
+
+                json_object_object_add(p, "data", json_object_new_string_len(f->blob, size));
+                r = varlink_call_reply_continue(f->subscribers->pdata[i], p);
+                if (r < 0 && f->stream_error == 0)
+                        f->stream_error = r; /* the first: later ones find it gone, -ESTALE */
+        }
+        return varlink_call_reply(call, NULL);
+}
+
 static const VarlinkMethod test_methods[] = {
-        { "Echo", method_echo },     { "Later", method_later },   { "Count", method_count },
-        { "Stream", method_stream }, { "Whoami", method_whoami }, { "Size", method_size },
-        { "Held", method_held },     { "Kept", method_kept },     { "Fail", method_fail },
-        { "Oneway", method_oneway },
+        { "Echo", method_echo },           { "Later", method_later },
+        { "Count", method_count },         { "Stream", method_stream },
+        { "Whoami", method_whoami },       { "Size", method_size },
+        { "Held", method_held },           { "Kept", method_kept },
+        { "Fail", method_fail },           { "Oneway", method_oneway },
+        { "Subscribe", method_subscribe }, { "Publish", method_publish },
 };
 
 static const VarlinkInterface test_interface = {
@@ -387,6 +432,7 @@ static void fixture_setup(Fixture *f, gconstpointer data) {
         f->dispatched = g_string_new(NULL);
         f->events = g_string_new(NULL);
         f->held = g_ptr_array_new();
+        f->subscribers = g_ptr_array_new();
         f->held_i = g_array_new(FALSE, FALSE, sizeof(int64_t));
         f->oneway_values = g_array_new(FALSE, FALSE, sizeof(int));
         f->blob = g_malloc(1024 * 1024);
@@ -414,6 +460,8 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         g_string_free(f->dispatched, TRUE);
         g_string_free(f->events, TRUE);
         g_ptr_array_free(f->held, TRUE);
+        g_assert_cmpuint(f->subscribers->len, ==, 0);
+        g_ptr_array_free(f->subscribers, TRUE);
         g_array_free(f->held_i, TRUE);
         g_array_free(f->oneway_values, TRUE);
         g_free(f->blob);
@@ -1221,7 +1269,77 @@ static void test_backpressure(Fixture *f, gconstpointer data) {
         client_free(f, c);
 }
 
+/* Pipelined calls of one client overflow another client's queue: that one is closed in the
+ * middle of the server's pass, and the first is served to the end. */
+static void test_overflow_from_other_connection(Fixture *f, gconstpointer data) {
+        const unsigned n = 200, size = 128 * 1024;
+        g_autoptr(GString) calls = g_string_new(NULL);
+        Client *sub = client_new(f), *pub = client_new(f);
+
+        client_send(sub, "{\"method\":\"io.portpub.test.Subscribe\",\"more\":true}", NULL);
+        run_for(f, 0.05);
+        g_assert_cmpuint(f->subscribers->len, ==, 1);
+
+        for (unsigned i = 0; i < n; i++) {
+                g_string_append_printf(calls,
+                                       "{\"method\":\"io.portpub.test.Publish\","
+                                       "\"parameters\":{\"size\":%u}}",
+                                       size);
+                g_string_append_c(calls, '\0');
+        }
+        client_write(pub, calls->str, calls->len);
+        for (unsigned i = 0; i < n; i++) {
+                json_object *m = client_recv(f, pub);
+
+                g_assert_nonnull(m);
+                g_assert_null(get(m, "error"));
+                json_object_put(m);
+        }
+        /* More than VARLINK_OUTPUT_MAX went to the subscriber: it was dropped. */
+        g_assert_cmpuint((size_t) n * size, >, VARLINK_OUTPUT_MAX);
+        g_assert_cmpint(f->stream_error, ==, -ENOBUFS);
+        /* Cancelled from the loop, not inside the Publish that overflowed it. */
+        g_assert_true(run_until(f, cond_cancelled, GUINT_TO_POINTER(1), TIMEOUT_S));
+        g_assert_cmpuint(f->subscribers->len, ==, 0);
+        wait_n_connections(f, 1);
+        client_free(f, sub);
+        client_free(f, pub);
+}
+
 /* ---- connections and their limits --------------------------------------------------------- */
+
+/* Out of fds, the server stops accepting and retries after a while instead of spinning on its
+ * readable listener. */
+static void test_accept_emfile(Fixture *f, gconstpointer data) {
+        struct rlimit saved, low;
+        unsigned before;
+        Client *c;
+        json_object *m;
+        int lowest;
+
+        c = client_new(f); /* in the backlog; the server has not run */
+        lowest = dup(0);
+        g_assert_cmpint(lowest, >=, 0);
+        close(lowest);
+        g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &saved), ==, 0);
+        low = saved;
+        low.rlim_cur = (rlim_t) lowest; /* every fd below is taken: the next one fails */
+        g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &low), ==, 0);
+
+        before = ev_iteration(f->loop);
+        run_for(f, 0.35);
+        g_assert_cmpuint(varlink_server_n_connections(f->server), ==, 0);
+        /* A spinning loop would have iterated many thousand times. */
+        g_test_message("%u loop iterations in 0.35 s", ev_iteration(f->loop) - before);
+        g_assert_cmpuint(ev_iteration(f->loop) - before, <, 100);
+
+        g_assert_cmpint(setrlimit(RLIMIT_NOFILE, &saved), ==, 0);
+        wait_n_connections(f, 1);
+        m = client_call(f, c, "{\"method\":\"org.varlink.service.GetInfo\"}");
+        g_assert_cmpstr(get_string(m, "parameters.vendor"), ==, "portpub");
+        json_object_put(m);
+        client_free(f, c);
+}
 
 static void test_cancel_on_disconnect(Fixture *f, gconstpointer data) {
         Client *c = client_new(f);
@@ -1639,6 +1757,8 @@ int main(int argc, char *argv[]) {
         ADD("message-too-large", test_message_too_large);
         ADD("slow-reader-dropped", test_slow_reader_dropped);
         ADD("backpressure", test_backpressure);
+        ADD("overflow-from-other-connection", test_overflow_from_other_connection);
+        ADD("accept-emfile", test_accept_emfile);
         ADD("cancel-on-disconnect", test_cancel_on_disconnect);
         ADD("half-close", test_half_close);
         ADD("hooks", test_hooks);
