@@ -1,11 +1,11 @@
-/* The layers of ARCHITECTURE.md hold: nothing under src/core or src/relay includes a systemd
- * header, and the core and relay libraries reference no sd_* symbol (sd-bus, sd-daemon...).
- * Usage: test-layers SOURCE_ROOT CORE_LIB RELAY_LIB [GTest options] */
+/* The layers of ARCHITECTURE.md hold: nothing under src/core, src/relay or src/varlink includes a
+ * systemd header, and their libraries reference no sd_* symbol (sd-bus, sd-daemon...).
+ * Usage: test-layers SOURCE_ROOT CORE_LIB RELAY_LIB VARLINK_LIB [GTest options] */
 #include <string.h>
 
 #include <glib.h>
 
-static const char *arg_source_root, *arg_core_lib, *arg_relay_lib;
+static const char *arg_source_root, *arg_core_lib, *arg_relay_lib, *arg_varlink_lib;
 
 static GRegex *systemd_include(void) {
         g_autoptr(GError) error = NULL;
@@ -61,16 +61,17 @@ static void test_no_systemd_include(void) {
         g_assert_true(g_regex_match(re, "x;\n  #  include \"systemd/sd-daemon.h\"\n", 0, NULL));
         g_assert_false(g_regex_match(re, "/* no <systemd/sd-bus.h> here */\n", 0, NULL));
 
-        for (int i = 0; i < 2; i++) {
-                g_autofree char *dir =
-                        g_build_filename(arg_source_root, "src", i == 0 ? "core" : "relay", NULL);
+        static const char *const layers[] = { "core", "relay", "varlink" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(layers); i++) {
+                g_autofree char *dir = g_build_filename(arg_source_root, "src", layers[i], NULL);
 
                 n += scan_dir(dir, re, hits);
         }
         g_test_message("%u files read", n);
         g_assert_cmpuint(n, >, 0);
         if (hits->len)
-                g_error("systemd includes under src/core or src/relay:\n%s", hits->str);
+                g_error("systemd includes under src/core, src/relay or src/varlink:\n%s", hits->str);
 }
 
 /* nm -u LIB: asserts that it works and lists something, and that no symbol starts with sd_. */
@@ -124,16 +125,22 @@ static void test_relay_no_sd_symbol(void) {
         assert_no_sd_symbol(arg_relay_lib, "free");
 }
 
+static void test_varlink_no_sd_symbol(void) {
+        assert_no_sd_symbol(arg_varlink_lib, "free");
+}
+
 int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
         /* g_test_init() took its own options; the rest are ours. */
-        if (argc != 4)
-                g_error("Usage: %s SOURCE_ROOT CORE_LIB RELAY_LIB", argv[0]);
+        if (argc != 5)
+                g_error("Usage: %s SOURCE_ROOT CORE_LIB RELAY_LIB VARLINK_LIB", argv[0]);
         arg_source_root = argv[1];
         arg_core_lib = argv[2];
         arg_relay_lib = argv[3];
+        arg_varlink_lib = argv[4];
         g_test_add_func("/layers/no-systemd-include", test_no_systemd_include);
         g_test_add_func("/layers/core-no-sd-symbol", test_core_no_sd_symbol);
         g_test_add_func("/layers/relay-no-sd-symbol", test_relay_no_sd_symbol);
+        g_test_add_func("/layers/varlink-no-sd-symbol", test_varlink_no_sd_symbol);
         return g_test_run();
 }
