@@ -32,7 +32,7 @@ wait_for test -s "$work/address"
 addr=$(head -n1 "$work/address")
 bus=(busctl --address="$addr")
 
-"$build/src/portpubd/portpubd" --bus-address="$addr" --state-file= &
+"$build/src/portpubd/portpubd" --bus-address="$addr" --state-file= --varlink=no &
 pids+=($!)
 wait_for "${bus[@]}" status io.portpub.Publisher1
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-daemon.h>
 
@@ -21,6 +22,8 @@
 #include "machined.h"
 #include "polkit.h"
 #include "privileges.h"
+#include "publisher1.h"
+#include "varlink.h"
 
 typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
@@ -31,6 +34,8 @@ static uint64_t arg_udp_idle_timeout_usec = RELAY_UDP_IDLE_TIMEOUT_DEFAULT_USEC;
 static unsigned arg_busy_poll_usec = BUSY_POLL_DEFAULT_USEC;
 static const char *arg_state_file; /* NULL: the default of the bus kind; "": none */
 static const char *arg_run_as;
+static const char *arg_varlink; /* NULL: the default of the bus kind; "no": none */
+static bool arg_no_bus;
 
 typedef struct Context {
         struct ev_loop *loop;
@@ -39,6 +44,8 @@ typedef struct Context {
         Manager *manager;
         ManagerDBus *manager_dbus;
         LocalAuthorizer local_authorizer;
+        VarlinkServer *varlink;
+        Publisher1 *publisher1;
         PolkitAuthorizer *polkit;
         MachinedResolver *machined;
         ev_signal sigterm, sigint, sighup;
@@ -47,6 +54,7 @@ typedef struct Context {
         RunAs run_as;
         int exit_code;
         int name_acquired;
+        bool serving; /* varlink only: ready without a name */
 } Context;
 
 static void help(void) {
@@ -57,6 +65,9 @@ static void help(void) {
                "     --system               Connect to the system bus (default)\n"
                "     --user                 Connect to the user's bus\n"
                "     --bus-address=ADDRESS  Connect to the bus at ADDRESS\n"
+               "     --no-bus               Connect to no bus: serve varlink alone\n"
+               "     --varlink=PATH|no      Serve varlink on PATH (default %s,\n"
+               "                            with --user $XDG_RUNTIME_DIR/portpub/%s)\n"
                "     --max-sessions=N       Default MaxSessions of a port (default %u)\n"
                "     --udp-idle-timeout=SEC Default UDP session idle timeout (default 60)\n"
                "     --state-file=PATH      Keep the publications in PATH (default %s,\n"
@@ -66,7 +77,8 @@ static void help(void) {
                "     --busy-poll=USEC       Poll without sleeping this long after work (default %u,\n"
                "                            0: never)\n"
                "     --log-level=LEVEL      err, warning, notice, info or debug (default info)\n",
-               MANAGER_MAX_SESSIONS_DEFAULT, STATE_FILE_DEFAULT, BUSY_POLL_DEFAULT_USEC);
+               VARLINK_SOCKET_DEFAULT, VARLINK_INTERFACE, MANAGER_MAX_SESSIONS_DEFAULT,
+               STATE_FILE_DEFAULT, BUSY_POLL_DEFAULT_USEC);
 }
 
 static int parse_argv(int argc, char *argv[]) {
@@ -80,6 +92,8 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_BUSY_POLL,
                 ARG_STATE_FILE,
                 ARG_RUN_AS,
+                ARG_VARLINK,
+                ARG_NO_BUS,
                 ARG_LOG_LEVEL,
         };
         static const struct option options[] = {
@@ -93,6 +107,8 @@ static int parse_argv(int argc, char *argv[]) {
                 { "busy-poll", required_argument, NULL, ARG_BUSY_POLL },
                 { "state-file", required_argument, NULL, ARG_STATE_FILE },
                 { "run-as", required_argument, NULL, ARG_RUN_AS },
+                { "varlink", required_argument, NULL, ARG_VARLINK },
+                { "no-bus", no_argument, NULL, ARG_NO_BUS },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 {},
         };
@@ -147,6 +163,22 @@ static int parse_argv(int argc, char *argv[]) {
                                         optarg);
                         arg_state_file = optarg;
                         break;
+                case ARG_VARLINK:
+                        if (strcmp(optarg, "no") != 0 && optarg[0] != '/')
+                                return log_error_errno(
+                                        EINVAL,
+                                        "Invalid --varlink='%s': expected an absolute path or 'no'.",
+                                        optarg);
+                        if (strlen(optarg) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                                return log_error_errno(
+                                        EINVAL,
+                                        "Invalid --varlink='%s': the path is too long for a socket.",
+                                        optarg);
+                        arg_varlink = optarg;
+                        break;
+                case ARG_NO_BUS:
+                        arg_no_bus = true;
+                        break;
                 case ARG_RUN_AS:
                         if (optarg[0] == 0)
                                 return log_error_errno(EINVAL,
@@ -177,6 +209,10 @@ static int parse_argv(int argc, char *argv[]) {
                 }
         if (optind < argc)
                 return log_error_errno(EINVAL, "Unexpected argument '%s'.", argv[optind]);
+        if (arg_no_bus && arg_varlink && strcmp(arg_varlink, "no") == 0)
+                return log_error_errno(EINVAL, "--no-bus with --varlink=no leaves nothing to serve.");
+        if (arg_no_bus && arg_bus == BUS_ADDRESS)
+                return log_error_errno(EINVAL, "--no-bus and --bus-address= contradict each other.");
         return 1;
 }
 
@@ -314,6 +350,97 @@ static void setup_polkit_test_hook(PolkitAuthorizer *pk) {
         polkit_authorizer_set_timeout(pk, n);
 }
 
+static void forget_caller(Caller *caller, void *userdata) {
+        manager_caller_gone(userdata, caller);
+}
+
+/* Makes the directory of path when it is missing (one level: its parent must exist). */
+static int make_parent_directory(const char *path, mode_t mode) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash;
+
+        if (!dir)
+                return log_oom();
+        slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+                return 0;
+        *slash = 0;
+        if (mkdir(dir, mode) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create %s: %m", dir);
+        return 0;
+}
+
+/* The socket: one passed by systemd (FileDescriptorName=varlink) as it is, else the path of
+ * --varlink= or the default of the bus kind. */
+static int setup_varlink(Context *c) {
+        static const VarlinkServerInfo info = {
+                .vendor = "portpub",
+                .product = "portpubd",
+                .version = PACKAGE_VERSION,
+                .url = "man:portpubd(8)",
+        };
+        _cleanup_free_ char *path = NULL;
+        char **names = NULL;
+        int n, fd = -EBADF, r;
+
+        if (arg_varlink && strcmp(arg_varlink, "no") == 0)
+                return 0;
+        r = varlink_server_new(&c->varlink, c->loop, &info);
+        if (r < 0)
+                return log_oom();
+        r = publisher1_new(&c->publisher1, c->manager, c->varlink);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the varlink interface: %m");
+
+        n = sd_listen_fds_with_names(1, &names);
+        for (int i = 0; i < n; i++) {
+                if (fd < 0 && names && names[i] && strcmp(names[i], "varlink") == 0)
+                        fd = SD_LISTEN_FDS_START + i;
+                else
+                        (void) close(SD_LISTEN_FDS_START + i);
+        }
+        for (int i = 0; names && i < n; i++)
+                free(names[i]);
+        free(names);
+        if (fd >= 0) {
+                r = varlink_server_listen_fd(c->varlink, fd);
+                if (r < 0)
+                        return log_error_errno(
+                                r, "Failed to listen on the varlink socket systemd passed: %m");
+                log_info("Serving varlink on the socket systemd passed.");
+                return 0;
+        }
+
+        if (arg_varlink)
+                path = strdup(arg_varlink);
+        else if (arg_bus != BUS_USER)
+                path = strdup(VARLINK_SOCKET_DEFAULT);
+        else {
+                const char *runtime = getenv("XDG_RUNTIME_DIR");
+
+                if (!runtime || runtime[0] != '/')
+                        return log_error_errno(
+                                ENXIO,
+                                "No $XDG_RUNTIME_DIR for the user's varlink socket: give --varlink=PATH or --varlink=no.");
+                if (asprintf(&path, "%s/portpub/%s", runtime, VARLINK_INTERFACE) < 0)
+                        path = NULL;
+        }
+        if (!path)
+                return log_oom();
+        r = make_parent_directory(path, arg_bus == BUS_USER ? 0700 : 0755);
+        if (r < 0)
+                return r;
+        /* Everyone may connect and read; the daemon decides who may change what (or, on the
+         * user's socket, its directory keeps others out). */
+        r = varlink_server_listen_path(c->varlink, path, arg_bus == BUS_USER ? 0600 : 0666);
+        if (r == -EADDRINUSE)
+                return log_error_errno(r, "Another portpubd serves varlink on %s already.", path);
+        if (r < 0)
+                return log_error_errno(r, "Failed to listen on %s: %m", path);
+        log_info("Serving varlink on %s.", path);
+        return 0;
+}
+
 /* The state file's directory is made here when it is missing (systemd's RuntimeDirectory=
  * makes it for the unit); then the file is read and its publications restored. */
 static int setup_state_file(Context *c) {
@@ -393,9 +520,11 @@ static int run(int argc, char *argv[]) {
                 if (r < 0)
                         return EXIT_FAILURE;
         }
-        r = connect_bus(&c);
-        if (r < 0)
-                goto finish_fail;
+        if (!arg_no_bus) {
+                r = connect_bus(&c);
+                if (r < 0)
+                        goto finish_fail;
+        }
         r = manager_new(&c.manager, c.loop);
         if (r < 0) {
                 log_oom();
@@ -404,8 +533,10 @@ static int run(int argc, char *argv[]) {
         manager_set_defaults(c.manager, arg_max_sessions, arg_udp_idle_timeout_usec);
         /* A user's own bus is the user's: everyone on it may change everything. Elsewhere (the
          * system bus, --bus-address=) root may, and polkit on that bus decides for the rest. */
-        if (arg_bus == BUS_USER) {
-                local_authorizer_init(&c.local_authorizer, true);
+        if (arg_bus == BUS_USER || arg_no_bus) {
+                /* Without a bus there is no polkit to ask: only root may, but on the user's own
+                 * socket everyone may. */
+                local_authorizer_init(&c.local_authorizer, arg_bus == BUS_USER);
                 manager_set_authorizer(c.manager, &c.local_authorizer.authorizer);
         } else {
                 r = polkit_authorizer_new(&c.polkit, c.bus);
@@ -416,14 +547,19 @@ static int run(int argc, char *argv[]) {
                 setup_polkit_test_hook(c.polkit);
                 manager_set_authorizer(c.manager, polkit_authorizer_get(c.polkit));
         }
-        r = machined_resolver_new(&c.machined, c.bus, c.manager);
-        if (r < 0) {
-                log_error_errno(r, "Failed to watch systemd-machined: %m");
-                goto finish_fail;
+        if (c.bus) {
+                r = machined_resolver_new(&c.machined, c.bus, c.manager);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to watch systemd-machined: %m");
+                        goto finish_fail;
+                }
+                manager_set_guest_resolver(c.manager, machined_resolver_get(c.machined));
         }
-        manager_set_guest_resolver(c.manager, machined_resolver_get(c.machined));
         setup_test_hooks(c.manager);
         r = setup_state_file(&c);
+        if (r < 0)
+                goto finish_fail;
+        r = setup_varlink(&c);
         if (r < 0)
                 goto finish_fail;
         /* The bus is connected, the state directory is ours and restored ports are bound: from
@@ -433,23 +569,31 @@ static int run(int argc, char *argv[]) {
                 if (r < 0)
                         goto finish_fail;
         }
-        r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
-        if (r < 0) {
-                log_error_errno(r, "Failed to export objects: %m");
-                goto finish_fail;
-        }
-        /* What the state file restored is checked against the world now. */
-        manager_dbus_adopt_callers(c.manager_dbus);
-        manager_recheck_machines(c.manager);
-        r = request_name(&c);
-        if (r < 0) {
-                log_error_errno(r, "Failed to request the name %s: %m", BUS_NAME);
-                goto finish_fail;
-        }
-        r = bus_ev_new(&c.bus_ev, c.loop, c.bus, on_bus_lost, &c);
-        if (r < 0) {
-                log_oom();
-                goto finish_fail;
+        if (c.bus) {
+                r = manager_dbus_new(&c.manager_dbus, c.manager, c.bus);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to export objects: %m");
+                        goto finish_fail;
+                }
+                /* What the state file restored is checked against the world now. */
+                manager_dbus_adopt_callers(c.manager_dbus);
+                manager_recheck_machines(c.manager);
+                r = request_name(&c);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to request the name %s: %m", BUS_NAME);
+                        goto finish_fail;
+                }
+                r = bus_ev_new(&c.bus_ev, c.loop, c.bus, on_bus_lost, &c);
+                if (r < 0) {
+                        log_oom();
+                        goto finish_fail;
+                }
+        } else {
+                /* No bus: nobody can be on it to hold caller-bound ports restored. */
+                manager_foreach_bound_caller(c.manager, forget_caller, c.manager);
+                c.serving = true;
+                log_info("Serving varlink only (no bus).");
+                (void) sd_notify(0, "READY=1\nSTATUS=Serving varlink (no bus)");
         }
 
         ev_signal_init(&c.sigterm, on_signal, SIGTERM);
@@ -469,7 +613,7 @@ static int run(int argc, char *argv[]) {
         ev_run(c.loop, 0);
 
         (void) sd_notify(0, "STOPPING=1\nSTATUS=Shutting down");
-        if (c.name_acquired)
+        if (c.name_acquired || c.serving)
                 manager_remove_all(c.manager, PORT_REASON_SHUTDOWN);
         if (c.bus)
                 (void) sd_bus_flush(c.bus);
@@ -486,6 +630,9 @@ finish:
                 ev_signal_stop(c.loop, &c.sighup);
         }
         c.bus_ev = bus_ev_free(c.bus_ev);
+        /* The server first: it cancels the calls the varlink face waits for. */
+        c.varlink = varlink_server_free(c.varlink);
+        c.publisher1 = publisher1_free(c.publisher1);
         c.manager_dbus = manager_dbus_free(c.manager_dbus);
         c.manager = manager_free(c.manager);
         c.polkit = polkit_authorizer_free(c.polkit);

@@ -156,7 +156,8 @@ static void test_second_instance_fails(void) {
         char *err = NULL;
 
         second = g_subprocess_new(G_SUBPROCESS_FLAGS_STDERR_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE,
-                                  &error, g_getenv("PORTPUBD"), arg, NULL);
+                                  &error, g_getenv("PORTPUBD"), arg, "--varlink=no",
+                                  "--state-file=", NULL);
         g_assert_no_error(error);
         g_subprocess_communicate_utf8_async(second, NULL, NULL, on_stderr_done, &err);
         g_assert_true(test_wait_until(str_set, &err, 10000));

@@ -566,7 +566,7 @@ static Daemon *daemon_start_run_as_nobody(SysBus *b, GDBusConnection *watch_on) 
         watch = g_bus_watch_name_on_connection(watch_on, BUS_NAME, G_BUS_NAME_WATCHER_FLAGS_NONE,
                                                on_appeared, NULL, w, NULL);
         d->proc = g_subprocess_launcher_spawn(l, &error, env("PORTPUBD"), bus_arg,
-                                              "--state-file=", "--run-as=nobody",
+                                              "--state-file=", "--varlink=no", "--run-as=nobody",
                                               "--log-level=debug", NULL);
         g_assert_no_error(error);
         g_subprocess_wait_async(d->proc, NULL, on_daemon_exited, w);

@@ -571,6 +571,7 @@ static void start_portpubd(void) {
                                g_getenv("PORTPUBD"),
                                bus_arg,
                                state_arg,
+                               "--varlink=no",
                                "--log-level=debug",
                                NULL };
 

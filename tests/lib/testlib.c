@@ -174,7 +174,7 @@ TestDaemon *test_daemon_spawn_full(TestBus *b, const TestDaemonOptions *o) {
         g_auto(GStrv) envp = g_get_environ();
         g_autoptr(GError) error = NULL;
         TestDaemon *d = g_new0(TestDaemon, 1);
-        gboolean has_state_file = FALSE;
+        gboolean has_state_file = FALSE, has_varlink = FALSE;
 
         d->bus = b;
         d->notify_fd = -1;
@@ -211,12 +211,19 @@ TestDaemon *test_daemon_spawn_full(TestBus *b, const TestDaemonOptions *o) {
         for (const char *const *a = o->extra_args; a && *a; a++) {
                 if (g_str_has_prefix(*a, "--state-file="))
                         has_state_file = TRUE;
+                if (g_str_has_prefix(*a, "--varlink="))
+                        has_varlink = TRUE;
                 g_ptr_array_add(argv, g_strdup(*a));
         }
         if (!has_state_file) {
                 d->state_file = g_strdup_printf("%s/portpub-test-state-%d-%d", g_get_tmp_dir(),
                                                 getpid(), g_random_int_range(0, 1 << 30));
                 g_ptr_array_add(argv, g_strdup_printf("--state-file=%s", d->state_file));
+        }
+        if (!has_varlink) {
+                d->varlink = g_strdup_printf("%s/portpub-test-varlink-%d-%d", g_get_tmp_dir(),
+                                             getpid(), g_random_int_range(0, 1 << 30));
+                g_ptr_array_add(argv, g_strdup_printf("--varlink=%s", d->varlink));
         }
         g_ptr_array_add(argv, NULL);
 
@@ -322,6 +329,9 @@ void test_daemon_free(TestDaemon *d) {
                 unlink(tmp);
         }
         g_free(d->state_file);
+        if (d->varlink)
+                unlink(d->varlink);
+        g_free(d->varlink);
         g_free(d);
 }
 

@@ -28,6 +28,7 @@ typedef struct TestDaemon {
         int notify_fd; /* our end of NOTIFY_SOCKET, or -1 */
         char *notify_path;
         char *state_file; /* the daemon's own, unless the test passed --state-file= */
+        char *varlink; /* its varlink socket, unless the test passed --varlink= */
         int exit_status; /* valid after test_daemon_wait() returned TRUE */
 } TestDaemon;
 
