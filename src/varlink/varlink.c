@@ -28,9 +28,10 @@
  *
  * Backpressure: while a connection has VARLINK_PENDING_CALLS_MAX calls on its list, or more
  * than VARLINK_OUTPUT_PAUSE bytes waiting to be written, it dispatches nothing and reads
- * nothing: the kernel's socket buffer pushes back on the client. Replies that would make the
- * queued bytes (output buffer plus every held reply) exceed VARLINK_OUTPUT_MAX close the
- * connection instead: that client does not read.
+ * nothing: the kernel's socket buffer pushes back on the client. (Meanwhile a client that
+ * hangs up is noticed at the next reply or write, since nothing is read.) Replies that would
+ * make the queued bytes (output buffer plus every held reply) exceed VARLINK_OUTPUT_MAX close
+ * the connection instead: that client does not read.
  *
  * Output is written from the deferred pass (an ev_prepare, run before the loop sleeps), so the
  * replies of a batch of pipelined calls leave in one send(); EV_WRITE is watched only while
@@ -52,12 +53,15 @@
  * meanwhile), so a client pipelining megabytes of calls does not stall the relays.
  *
  * Garbage: a message that is not JSON, nests deeper than VARLINK_JSON_DEPTH or is no object
- * closes the connection (as varlink-go does: no call to answer can be made of it). A well-formed
- * object that is no valid call is answered with org.varlink.service.InvalidParameter naming the
- * field: "method" (missing, no string, not "interface.Method"), "parameters" (no object),
- * "oneway", "more", "upgrade" (no boolean). "upgrade": true is refused with InvalidParameter
- * {"parameter": "upgrade"} once the method is known to exist: this server speaks nothing but
- * varlink. Unknown fields of a call are ignored, for calls of newer clients.
+ * closes the connection (as varlink-go does: no call to answer can be made of it); the replies
+ * to the calls before it go out as far as the socket takes them at once. A well-formed object
+ * that is no valid call is answered, in its turn, with org.varlink.service.InvalidParameter
+ * naming the field: "method" (missing, no string, not "interface.Method"), "parameters" (no
+ * object; null counts as absent, as varlink-go sends it), "oneway", "more", "upgrade" (no
+ * boolean). "upgrade": true is refused with InvalidParameter {"parameter": "upgrade"} once the
+ * method is known to exist: this server speaks nothing but varlink. Unknown fields of a call are
+ * ignored, for calls of newer clients. MethodNotFound and MethodNotImplemented name the method
+ * in full, "interface.Method".
  */
 
 #include <errno.h>
