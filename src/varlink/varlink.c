@@ -91,6 +91,11 @@
 /* Output bytes past which a connection dispatches no new calls until the client reads. */
 #define VARLINK_OUTPUT_PAUSE (1024U * 1024)
 #define VARLINK_JSON_DEPTH 64 /* levels of nesting in a message, the message itself included */
+/* Values in one message. json-c allocates an object of about a hundred bytes for each, so a
+ * 16 MiB message of "[0,0,0,..." would cost the daemon close to a gigabyte while it is parsed;
+ * counted before parsing, this bounds that to some tens of MiB. The largest call of the
+ * contract (1024 ports of 4 fields) has about 6000. */
+#define VARLINK_JSON_VALUES_MAX (256U * 1024)
 #define VARLINK_RETRY_USEC (100 * USEC_PER_MSEC) /* accepting again after running out of fds */
 #define VARLINK_SERVICE "org.varlink.service"
 
@@ -1413,6 +1418,30 @@ static void connection_close_flushing(VarlinkConnection *c) {
         connection_close(c);
 }
 
+/* Counts the values a JSON text would make (each ',' and each '[' or '{' outside strings, roughly
+ * one value each), stopping past max: a cheap bound before json-c allocates them. */
+static bool json_values_fit(const char *text, size_t len, size_t max) {
+        size_t n = 0;
+        bool in_string = false;
+
+        for (size_t i = 0; i < len; i++) {
+                char ch = text[i];
+
+                if (in_string) {
+                        if (ch == '\\')
+                                i++;
+                        else if (ch == '"')
+                                in_string = false;
+                        continue;
+                }
+                if (ch == '"')
+                        in_string = true;
+                else if ((ch == ',' || ch == '[' || ch == '{') && ++n > max)
+                        return false;
+        }
+        return true;
+}
+
 /* One message, its NUL cut off. A negative return means the connection was closed. */
 static int connection_dispatch(VarlinkConnection *c, const char *text, size_t len) {
         VarlinkServer *s = c->server;
@@ -1424,6 +1453,13 @@ static int connection_dispatch(VarlinkConnection *c, const char *text, size_t le
         json_object *v;
         int r;
 
+        if (!json_values_fit(text, len, VARLINK_JSON_VALUES_MAX)) {
+                log_debug("Varlink client (uid %u, pid %d) sent a message of more than %u values, "
+                          "closing.",
+                          (unsigned) c->uid, (int) c->pid, VARLINK_JSON_VALUES_MAX);
+                connection_close_flushing(c);
+                return -E2BIG;
+        }
         json_tokener_reset(s->tokener);
         m = json_tokener_parse_ex(s->tokener, text, (int) len);
         if (!m || json_tokener_get_error(s->tokener) != json_tokener_success ||

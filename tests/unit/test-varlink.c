@@ -1165,6 +1165,78 @@ static void test_message_max(Fixture *f, gconstpointer data) {
         client_free(f, c);
 }
 
+/* Writes len bytes from a thread: more than a socket buffer takes while the loop runs. */
+typedef struct Blob {
+        int fd;
+        const char *data;
+        size_t len, written;
+        int error;
+} Blob;
+
+static gpointer blob_writer_thread(gpointer data) {
+        Blob *b = data;
+
+        while (b->written < b->len) {
+                ssize_t k = send(b->fd, b->data + b->written, b->len - b->written, MSG_NOSIGNAL);
+
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0) {
+                        b->error = errno;
+                        break;
+                }
+                b->written += (size_t) k;
+        }
+        return NULL;
+}
+
+/* A message of more values than VARLINK_JSON_VALUES_MAX closes the connection before json-c
+ * builds them, and the server's memory stays bounded; strings of the same size are fine. */
+static void test_too_many_values(Fixture *f, gconstpointer data) {
+        const size_t n = 300 * 1024;
+        GString *wide =
+                g_string_new("{\"method\":\"io.portpub.test.Echo\",\"parameters\":{\"value\":[0");
+        GString *text =
+                g_string_new("{\"method\":\"io.portpub.test.Echo\",\"parameters\":{\"value\":\"");
+        Client *c, *good = client_new(f);
+        json_object *m;
+        Meter meter;
+
+        for (size_t i = 1; i < n; i++)
+                g_string_append(wide, ",0");
+        g_string_append(wide, "]}}");
+        for (size_t i = 1; i < n; i++)
+                g_string_append(text, ",{");
+        g_string_append(text, "\"}}");
+
+        meter_start(f, &meter);
+        c = client_new(f);
+        {
+                Blob b = { .fd = c->fd, .data = wide->str, .len = wide->len + 1 };
+                GThread *t = g_thread_new("writer", blob_writer_thread, &b);
+
+                client_expect_eof(f, c);
+                g_thread_join(t);
+        }
+        client_free(f, c);
+        /* Parsed, 300k values would have taken some tens of MiB. */
+        meter_stop(f, &meter, 0, 8 * 1024 * 1024);
+
+        {
+                Blob b = { .fd = good->fd, .data = text->str, .len = text->len + 1 };
+                GThread *t = g_thread_new("writer", blob_writer_thread, &b);
+
+                m = client_recv(f, good);
+                g_thread_join(t);
+                g_assert_cmpint(b.error, ==, 0);
+        }
+        g_assert_cmpuint(strlen(get_string(m, "parameters.value")), ==, 2 * n - 2);
+        json_object_put(m);
+        client_free(f, good);
+        g_string_free(wide, TRUE);
+        g_string_free(text, TRUE);
+}
+
 /* A message without NUL past the limit closes its connection, and nothing grows without
  * bound meanwhile. */
 static void test_message_too_large(Fixture *f, gconstpointer data) {
@@ -1753,6 +1825,7 @@ int main(int argc, char *argv[]) {
         ADD("upgrade-refused", test_upgrade_refused);
         ADD("pipelining", test_pipelining);
         ADD("garbage", test_garbage);
+        ADD("too-many-values", test_too_many_values);
         ADD("message-max", test_message_max);
         ADD("message-too-large", test_message_too_large);
         ADD("slow-reader-dropped", test_slow_reader_dropped);
