@@ -1284,6 +1284,7 @@ static void test_install_destdir(void) {
                 "usr/share/dbus-1/system.d/io.portpub.Publisher1.conf",
                 "usr/share/man/man1/portpubctl.1",
                 "usr/share/man/man5/io.portpub.Publisher1.5",
+                "usr/share/man/man5/io.portpub.publisher1.5",
                 "usr/share/man/man8/portpubd.8",
                 "usr/share/polkit-1/actions/io.portpub.Publisher1.policy",
                 "usr/share/portpub/io.portpub.publisher1.varlink",
