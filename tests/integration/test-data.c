@@ -1,6 +1,8 @@
 /* The files a distribution installs (data/): the bus policy loads into a system bus and
- * grants what it says, the unit verifies, sysusers.d and tmpfiles.d make what they say, the
- * polkit actions are what the daemon asks for, and meson install puts each where it belongs */
+ * grants what it says, the service and socket units verify, the socket unit is where and what
+ * the daemon expects (and a socket passed like it is served), sysusers.d and tmpfiles.d make
+ * what they say, the polkit actions are what the daemon asks for, and meson install puts each
+ * where it belongs */
 #include <errno.h>
 #include <ftw.h>
 #include <grp.h>
@@ -9,15 +11,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <gio/gio.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 
-#define BUS_NAME "io.portpub.Publisher1"
-#define MANAGER_PATH "/io/portpub/Publisher1"
+/* BUS_NAME, MANAGER_PATH, VARLINK_INTERFACE, VARLINK_SOCKET_DEFAULT: the daemon's own. */
+#include "config.h"
+
 #define MANAGER_IFACE "io.portpub.Publisher1.Manager"
 #define RUN_TIMED_OUT G_MININT
 #define POLKIT_DTD "/usr/share/polkit-1/policyconfig-1.dtd"
@@ -741,6 +746,194 @@ static void test_activation_file_names_unit(void) {
         g_assert_cmpstr(service, ==, "portpubd.service");
 }
 
+/* The socket unit */
+
+/* data/portpubd.socket, as it is installed, in dir/portpubd.socket. */
+static char *socket_for_verify(const char *dir) {
+        g_autofree char *source = source_data("portpubd.socket");
+        g_autofree char *text = read_file(source);
+        char *path = g_build_filename(dir, "portpubd.socket", NULL);
+
+        write_file(path, text);
+        return path;
+}
+
+static void test_socket_unit_verifies(void) {
+        g_autofree char *analyze = need_program("systemd-analyze", "systemd");
+        g_autofree char *dir = NULL, *unit = NULL, *socket_unit = NULL, *out = NULL;
+        g_autofree char *alone_out = NULL, *hit = NULL;
+        const char *const setenv[] = { "SYSTEMD_LOG_LEVEL=info", "SYSTEMD_LOG_COLOR=0", NULL };
+
+        if (!analyze)
+                return;
+        dir = make_tmp_dir();
+        unit = unit_for_verify(dir);
+        socket_unit = socket_for_verify(dir);
+        {
+                const char *const argv[] = { analyze, "verify", "--man=no", socket_unit, unit, NULL };
+
+                g_assert_cmpint(run(argv, NULL, setenv, 60000, &out), ==, 0);
+        }
+        hit = line_with(out, "portpubd");
+        if (hit)
+                g_error("systemd-analyze verify warns about the units: %s", hit);
+
+        /* Without the service beside it the socket has nothing to start, and verify says so:
+         * it did read the socket unit, and the service it found above is the one it activates. */
+        g_assert_cmpint(g_unlink(unit), ==, 0);
+        {
+                const char *const argv[] = { analyze, "verify", "--man=no", socket_unit, NULL };
+
+                g_assert_cmpint(run(argv, NULL, setenv, 60000, &alone_out), !=, 0);
+        }
+        g_clear_pointer(&hit, g_free);
+        hit = line_with(alone_out, "portpubd.service not loaded");
+        g_assert_nonnull(hit);
+        rm_rf(dir);
+}
+
+static gboolean path_exists(gpointer data) {
+        return g_file_test(data, G_FILE_TEST_EXISTS);
+}
+
+/* Starts argv with stderr to log_path and waits (10 s) until wait_for exists. */
+static GSubprocess *spawn_until(const char *const *argv, const char *log_path, const char *wait_for) {
+        g_autoptr(GSubprocessLauncher) l = launcher_new(G_SUBPROCESS_FLAGS_STDOUT_SILENCE, NULL);
+        g_autoptr(GError) error = NULL;
+        g_autofree char *log = NULL;
+        GSubprocess *p;
+
+        g_subprocess_launcher_set_stderr_file_path(l, log_path);
+        p = g_subprocess_launcher_spawnv(l, argv, &error);
+        g_assert_no_error(error);
+        if (!wait_until(path_exists, (gpointer) wait_for, 10000)) {
+                stop(p);
+                log = read_file(log_path);
+                g_error("%s did not appear in 10 s:\n%s", wait_for, log);
+        }
+        return p;
+}
+
+/* One varlink call on the socket at path: writes call and its NUL, returns the reply up to its
+ * NUL (waiting at most 10 s). */
+static char *varlink_call(const char *path, const char *call) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct timeval tv = { .tv_sec = 10 };
+        GString *reply = g_string_new(NULL);
+        char buf[4096];
+        ssize_t n;
+        int fd;
+
+        g_assert_cmpuint(strlen(path), <, sizeof sa.sun_path);
+        strcpy(sa.sun_path, path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(fd, >=, 0);
+        g_assert_cmpint(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), ==, 0);
+        g_assert_cmpint(connect(fd, (struct sockaddr *) &sa, sizeof sa), ==, 0);
+        g_assert_cmpint(send(fd, call, strlen(call) + 1, MSG_NOSIGNAL), ==,
+                        (ssize_t) strlen(call) + 1);
+        while (!memchr(reply->str, 0, reply->len)) {
+                n = recv(fd, buf, sizeof buf, 0);
+                if (n <= 0)
+                        g_error("no reply to %s on %s: %s", call, path,
+                                n == 0 ? "end of file" : g_strerror(errno));
+                g_string_append_len(reply, buf, n);
+        }
+        (void) close(fd);
+        return g_string_free(reply, FALSE);
+}
+
+/* The socket unit listens where the daemon binds by default, with the name it looks for among
+ * the sockets systemd passes, with the modes it gives a socket and directory it makes itself,
+ * and in the directory the service keeps. */
+static void test_socket_unit_matches_daemon(void) {
+        g_autofree char *socket_path = source_data("portpubd.socket");
+        g_autofree char *socket_text = read_file(socket_path);
+        g_autofree char *unit_path = built_data("portpubd.service");
+        g_autofree char *unit = read_file(unit_path);
+        g_autofree char *listen = unit_value(socket_text, "ListenStream");
+        g_autofree char *fdname = unit_value(socket_text, "FileDescriptorName");
+        g_autofree char *socket_mode = unit_value(socket_text, "SocketMode");
+        g_autofree char *directory_mode = unit_value(socket_text, "DirectoryMode");
+        g_autofree char *runtime = unit_value(unit, "RuntimeDirectory");
+        g_autofree char *runtime_mode = unit_value(unit, "RuntimeDirectoryMode");
+        g_autofree char *preserve = unit_value(unit, "RuntimeDirectoryPreserve");
+        g_autofree char *in_runtime = NULL, *tmp = NULL, *dir = NULL, *sock = NULL, *log = NULL;
+        g_autofree char *varlink_arg = NULL;
+        g_autoptr(GSubprocess) p = NULL;
+        struct stat st;
+        mode_t old_umask;
+
+        g_assert_cmpstr(listen, ==, VARLINK_SOCKET_DEFAULT);
+        g_assert_cmpstr(fdname, ==, "varlink");
+        /* In the service's RuntimeDirectory=, which outlives a stop of the service that the
+         * socket outlives too. */
+        in_runtime = g_strdup_printf("/run/%s/%s", runtime, VARLINK_INTERFACE);
+        g_assert_cmpstr(listen, ==, in_runtime);
+        g_assert_cmpstr(preserve, ==, "yes");
+        g_assert_cmpstr(directory_mode, ==, runtime_mode);
+
+        /* The daemon's own socket and directory, made under the usual umask. */
+        tmp = make_tmp_dir();
+        dir = g_build_filename(tmp, "portpub", NULL);
+        sock = g_build_filename(dir, VARLINK_INTERFACE, NULL);
+        log = g_build_filename(tmp, "portpubd.log", NULL);
+        varlink_arg = g_strdup_printf("--varlink=%s", sock);
+        old_umask = umask(022);
+        {
+                const char *const argv[] = { env("PORTPUBD"), "--no-bus",
+                                             "--state-file=", varlink_arg, NULL };
+
+                p = spawn_until(argv, log, sock);
+        }
+        umask(old_umask);
+        g_assert_cmpint(g_lstat(sock, &st), ==, 0);
+        g_assert_true(S_ISSOCK(st.st_mode));
+        g_assert_cmpuint(st.st_mode & 07777, ==, g_ascii_strtoull(socket_mode, NULL, 8));
+        g_assert_cmpint(g_lstat(dir, &st), ==, 0);
+        g_assert_cmpuint(st.st_mode & 07777, ==, g_ascii_strtoull(directory_mode, NULL, 8));
+        stop(p);
+        rm_rf(tmp);
+}
+
+/* A socket passed as systemd passes portpubd.socket's: the daemon serves it instead of binding
+ * its own path, and leaves it in place when it exits. */
+static void test_socket_activation(void) {
+        g_autofree char *activate = need_program("systemd-socket-activate", "systemd");
+        g_autofree char *socket_path = source_data("portpubd.socket");
+        g_autofree char *socket_text = read_file(socket_path);
+        g_autofree char *fdname = unit_value(socket_text, "FileDescriptorName");
+        g_autofree char *tmp = NULL, *sock = NULL, *own = NULL, *log_path = NULL, *log = NULL;
+        g_autofree char *fdname_arg = NULL, *varlink_arg = NULL, *reply = NULL;
+        g_autoptr(GSubprocess) p = NULL;
+
+        if (!activate)
+                return;
+        tmp = make_tmp_dir();
+        sock = g_build_filename(tmp, "passed", NULL);
+        own = g_build_filename(tmp, "own", NULL);
+        log_path = g_build_filename(tmp, "log", NULL);
+        fdname_arg = g_strdup_printf("--fdname=%s", fdname);
+        varlink_arg = g_strdup_printf("--varlink=%s", own);
+        {
+                const char *const argv[] = { activate,        "--listen",      sock,
+                                             fdname_arg,      env("PORTPUBD"), "--no-bus",
+                                             "--state-file=", varlink_arg,     NULL };
+
+                p = spawn_until(argv, log_path, sock);
+        }
+        reply = varlink_call(sock, "{\"method\":\"org.varlink.service.GetInfo\"}");
+        g_test_message("GetInfo: %s", reply);
+        g_assert_nonnull(
+                strstr(reply, "\"interfaces\":[\"org.varlink.service\",\"" VARLINK_INTERFACE "\"]"));
+        log = read_file(log_path);
+        g_assert_nonnull(strstr(log, "Serving varlink on the socket systemd passed."));
+        g_assert_false(g_file_test(own, G_FILE_TEST_EXISTS));
+        stop(p);
+        g_assert_true(g_file_test(sock, G_FILE_TEST_EXISTS));
+        rm_rf(tmp);
+}
+
 /* sysusers.d and tmpfiles.d, applied to an empty tree */
 
 typedef struct Account {
@@ -1080,6 +1273,7 @@ static void test_install_destdir(void) {
         static const char *const want[] = {
                 "usr/bin/portpubctl",
                 "usr/lib/systemd/system/portpubd.service",
+                "usr/lib/systemd/system/portpubd.socket",
                 "usr/lib/sysusers.d/portpub.conf",
                 "usr/lib/tmpfiles.d/portpub.conf",
                 "usr/libexec/portpubd",
@@ -1090,8 +1284,10 @@ static void test_install_destdir(void) {
                 "usr/share/dbus-1/system.d/io.portpub.Publisher1.conf",
                 "usr/share/man/man1/portpubctl.1",
                 "usr/share/man/man5/io.portpub.Publisher1.5",
+                "usr/share/man/man5/io.portpub.publisher1.5",
                 "usr/share/man/man8/portpubd.8",
                 "usr/share/polkit-1/actions/io.portpub.Publisher1.policy",
+                "usr/share/portpub/io.portpub.publisher1.varlink",
         };
         const char *meson = env("MESON");
         const char *src = env("PORTPUB_SOURCE_ROOT");
@@ -1150,11 +1346,16 @@ static void test_install_destdir(void) {
                 g_autofree char *b = source_data("portpub.tmpfiles");
                 g_autofree char *c = source_data("io.portpub.Publisher1.conf");
                 g_autofree char *d = source_data("io.portpub.Publisher1.policy");
+                g_autofree char *e = source_data("portpubd.socket");
+                g_autofree char *f =
+                        g_build_filename(src, "interfaces", "io.portpub.publisher1.varlink", NULL);
 
                 assert_same_file(dest, "usr/lib/sysusers.d/portpub.conf", a);
                 assert_same_file(dest, "usr/lib/tmpfiles.d/portpub.conf", b);
                 assert_same_file(dest, "usr/share/dbus-1/system.d/io.portpub.Publisher1.conf", c);
                 assert_same_file(dest, "usr/share/polkit-1/actions/io.portpub.Publisher1.policy", d);
+                assert_same_file(dest, "usr/lib/systemd/system/portpubd.socket", e);
+                assert_same_file(dest, "usr/share/portpub/io.portpub.publisher1.varlink", f);
         }
         rm_rf(tmp);
 }
@@ -1169,6 +1370,9 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/data/bus-policy-everyone-calls", test_bus_policy_everyone_calls);
         g_test_add_func("/data/unit-verifies", test_unit_verifies);
         g_test_add_func("/data/activation-file-names-unit", test_activation_file_names_unit);
+        g_test_add_func("/data/socket-unit-verifies", test_socket_unit_verifies);
+        g_test_add_func("/data/socket-unit-matches-daemon", test_socket_unit_matches_daemon);
+        g_test_add_func("/data/socket-activation", test_socket_activation);
         g_test_add_func("/data/sysusers-parses", test_sysusers_parses);
         g_test_add_func("/data/tmpfiles-creates", test_tmpfiles_creates);
         g_test_add_func("/data/polkit-policy-valid", test_polkit_policy_valid);
