@@ -383,8 +383,13 @@ static int setup_varlink(Context *c) {
         char **names = NULL;
         int n, fd = -EBADF, r;
 
-        if (arg_varlink && strcmp(arg_varlink, "no") == 0)
+        if (arg_varlink && strcmp(arg_varlink, "no") == 0) {
+                /* Sockets passed nonetheless are closed, so their clients are told at once. */
+                n = sd_listen_fds(1);
+                for (int i = 0; i < n; i++)
+                        (void) close(SD_LISTEN_FDS_START + i);
                 return 0;
+        }
         r = varlink_server_new(&c->varlink, c->loop, &info);
         if (r < 0)
                 return log_oom();
@@ -472,7 +477,8 @@ static int setup_state_file(Context *c) {
         slash = strrchr(dir, '/');
         if (slash && slash != dir) {
                 *slash = 0;
-                if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                /* The user's runtime directory is the user's alone. */
+                if (mkdir(dir, arg_bus == BUS_USER ? 0700 : 0755) < 0 && errno != EEXIST)
                         return log_error_errno(errno, "Failed to create %s: %m", dir);
         }
         if (arg_run_as) {

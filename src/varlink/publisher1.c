@@ -491,9 +491,15 @@ static void vl_call_done(ManagerRequest *req, const ManagerResult *res, void *us
                 r = reply_one(c->call, "ports", ports);
         } else
                 r = varlink_call_reply(c->call, NULL);
-        if (r < 0 && r != -ESTALE)
-                (void) varlink_call_reply_error(c->call, ERROR("LimitExceeded"),
-                                                json_object_new_object());
+        if (r < 0 && r != -ESTALE) {
+                json_object *o = json_object_new_object();
+
+                if (o)
+                        (void) json_object_object_add(o, "message",
+                                                      json_object_new_string(
+                                                              "Out of memory building the reply"));
+                (void) varlink_call_reply_error(c->call, ERROR("LimitExceeded"), o);
+        }
         free(c);
 }
 
@@ -946,16 +952,34 @@ static void on_disconnected(VarlinkConnection *c, void *userdata) {
         caller_unref(caller);
 }
 
+/* "more" is for Monitor alone (API.md): any other method has one reply to give. */
+#define ONE_REPLY(name)                                                                            \
+        static int name##_one(VarlinkCall *call, json_object *params, unsigned flags,              \
+                              void *userdata) {                                                    \
+                if (flags & VARLINK_CALL_MORE)                                                     \
+                        return varlink_call_reply_invalid_parameter(call, "more");                 \
+                return name(call, params, flags, userdata);                                        \
+        }
+ONE_REPLY(method_publish_ports)
+ONE_REPLY(method_unpublish_ports)
+ONE_REPLY(method_remove_sandbox)
+ONE_REPLY(method_set_guest_addresses)
+ONE_REPLY(method_get_sandbox)
+ONE_REPLY(method_get_port)
+ONE_REPLY(method_list_sandboxes)
+ONE_REPLY(method_list_ports)
+ONE_REPLY(method_get_status)
+
 static const VarlinkMethod publisher1_methods[] = {
-        { "PublishPorts", method_publish_ports },
-        { "UnpublishPorts", method_unpublish_ports },
-        { "RemoveSandbox", method_remove_sandbox },
-        { "SetGuestAddresses", method_set_guest_addresses },
-        { "GetSandbox", method_get_sandbox },
-        { "GetPort", method_get_port },
-        { "ListSandboxes", method_list_sandboxes },
-        { "ListPorts", method_list_ports },
-        { "GetStatus", method_get_status },
+        { "PublishPorts", method_publish_ports_one },
+        { "UnpublishPorts", method_unpublish_ports_one },
+        { "RemoveSandbox", method_remove_sandbox_one },
+        { "SetGuestAddresses", method_set_guest_addresses_one },
+        { "GetSandbox", method_get_sandbox_one },
+        { "GetPort", method_get_port_one },
+        { "ListSandboxes", method_list_sandboxes_one },
+        { "ListPorts", method_list_ports_one },
+        { "GetStatus", method_get_status_one },
         { "Monitor", method_monitor },
 };
 
