@@ -8,11 +8,11 @@
 #include <string.h>
 #include <sys/signalfd.h>
 #include <systemd/sd-bus.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "ctl.h"
+#include "time-util.h"
 
 #define MANAGER_INTERFACE "io.portpub.Publisher1.Manager"
 #define SANDBOX_INTERFACE "io.portpub.Publisher1.Sandbox"
@@ -85,7 +85,7 @@ static int bus_run_until_signal(sd_bus *bus, int signal_fd) {
                 };
                 struct signalfd_siginfo si;
                 uint64_t until;
-                int timeout_ms = -1;
+                int timeout_ms;
 
                 r = sd_bus_process(bus, NULL);
                 if (r < 0)
@@ -103,18 +103,7 @@ static int bus_run_until_signal(sd_bus *bus, int signal_fd) {
                 r = sd_bus_get_timeout(bus, &until);
                 if (r < 0)
                         return log_error_errno(r, "Lost the bus connection: %m");
-                if (until != UINT64_MAX) {
-                        struct timespec ts;
-                        uint64_t now;
-
-                        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-                        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-                        /* Round up: waking before the deadline would only spin. */
-                        timeout_ms = until <= now ? 0
-                                                  : (int) MIN((until - now + USEC_PER_MSEC - 1) /
-                                                                      USEC_PER_MSEC,
-                                                              (uint64_t) INT32_MAX);
-                }
+                timeout_ms = poll_timeout_ms(until);
 
                 if (poll(p, ELEMENTSOF(p), timeout_ms) < 0) {
                         if (errno == EINTR)
