@@ -188,3 +188,5 @@ static inline void daemon_freep(Daemon **d) {
 typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
 int dbus_daemon_open(Daemon **ret, BusKind kind, const char *address, bool ask_password);
+/* io.portpub.publisher1 on the socket at path. */
+int varlink_daemon_open(Daemon **ret, const char *path);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -31,6 +32,8 @@ static bool arg_has_idle_timeout;
 static uint64_t arg_idle_timeout_usec;
 static const char *arg_proxy_protocol;
 static bool arg_bind_to_caller;
+static bool arg_varlink;
+static const char *arg_varlink_path; /* NULL: the default of --system or --user */
 
 /* Set when the command line is wrong: exit 2 rather than 1. */
 static bool usage_failed;
@@ -443,7 +446,26 @@ bool sandbox_selected(const char *id, char *const *filter, size_t n_filter) {
 /* The daemon */
 
 static int daemon_open(Daemon **ret) {
-        return dbus_daemon_open(ret, arg_bus, arg_address, arg_ask_password);
+        _cleanup_free_ char *path = NULL;
+        const char *runtime;
+
+        if (!arg_varlink)
+                return dbus_daemon_open(ret, arg_bus, arg_address, arg_ask_password);
+        if (arg_varlink_path)
+                return varlink_daemon_open(ret, arg_varlink_path);
+        if (arg_bus != BUS_USER)
+                return varlink_daemon_open(ret, VARLINK_SOCKET_DEFAULT);
+        /* Where portpubd --user serves it. */
+        runtime = getenv("XDG_RUNTIME_DIR");
+        if (!runtime || runtime[0] != '/')
+                return log_error_errno(
+                        ENXIO,
+                        "No $XDG_RUNTIME_DIR for the user's varlink socket: give --varlink=PATH.");
+        if (asprintf(&path, "%s/portpub/%s", runtime, VARLINK_INTERFACE) < 0) {
+                path = NULL; /* undefined after a failure */
+                return log_oom();
+        }
+        return varlink_daemon_open(ret, path);
 }
 
 /* Blocks SIGINT and SIGTERM and returns a signalfd for them, so that a signal ends a wait loop
@@ -792,8 +814,13 @@ static void help(void) {
                "     --system               Talk to portpubd on the system bus (default)\n"
                "     --user                 Talk to portpubd on the user's bus\n"
                "     --address=ADDRESS      Talk to portpubd on the bus at ADDRESS\n"
+               "     --varlink[=PATH]       Talk to portpubd over varlink instead of D-Bus, on\n"
+               "                            the socket PATH (default\n"
+               "                            %s, with --user\n"
+               "                            $XDG_RUNTIME_DIR/portpub/%s)\n"
                "     --no-legend            Print no column headers and no footer\n"
-               "     --no-ask-password      Do not let polkit ask for a password\n"
+               "     --no-ask-password      Do not let polkit ask for a password (over varlink\n"
+               "                            it never may)\n"
                "Options of publish:\n"
                "     --guest=ADDRESS        The sandbox's guest address (IPv4, IPv6; repeatable;\n"
                "                            without it the daemon asks systemd-machined)\n"
@@ -801,7 +828,8 @@ static void help(void) {
                "     --idle-timeout=SECONDS Close sessions idle this long (0: never, TCP)\n"
                "     --proxy-protocol=v1|v2 Send a PROXY protocol header to the guest (TCP)\n"
                "     --bind-to-caller       Keep the ports only while portpubctl runs: stay in\n"
-               "                            the foreground until SIGINT or SIGTERM\n");
+               "                            the foreground until SIGINT or SIGTERM\n",
+               VARLINK_SOCKET_DEFAULT, VARLINK_INTERFACE);
 }
 
 typedef struct Verb {
@@ -830,6 +858,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_IDLE_TIMEOUT,
                 ARG_PROXY_PROTOCOL,
                 ARG_BIND_TO_CALLER,
+                ARG_VARLINK,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -844,6 +873,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
                 { "proxy-protocol", required_argument, NULL, ARG_PROXY_PROTOCOL },
                 { "bind-to-caller", no_argument, NULL, ARG_BIND_TO_CALLER },
+                { "varlink", optional_argument, NULL, ARG_VARLINK },
                 {},
         };
         uint64_t v;
@@ -907,6 +937,18 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_BIND_TO_CALLER:
                         arg_bind_to_caller = true;
                         break;
+                case ARG_VARLINK:
+                        if (optarg && optarg[0] == 0)
+                                return log_usage(
+                                        "Invalid --varlink='': expected the path of a socket.");
+                        if (optarg &&
+                            strlen(optarg) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                                return log_usage(
+                                        "Invalid --varlink='%s': the path is too long for a socket.",
+                                        optarg);
+                        arg_varlink = true;
+                        arg_varlink_path = optarg;
+                        break;
                 case ':':
                         return log_usage("Option '%s' needs a value.", argv[optind - 1]);
                 case '?':
@@ -916,6 +958,9 @@ static int parse_argv(int argc, char *argv[]) {
                 default:
                         abort();
                 }
+        if (arg_varlink && arg_bus == BUS_ADDRESS)
+                return log_usage(
+                        "--address= names a D-Bus address; give the varlink socket as --varlink=PATH.");
         return 1;
 }
 
