@@ -1,9 +1,7 @@
 /* portpubctl: publish, list and watch the host ports of sandboxes through portpubd */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -12,26 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <systemd/sd-bus.h>
-#include <time.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "macro.h"
-
-#define MANAGER_INTERFACE "io.portpub.Publisher1.Manager"
-#define SANDBOX_INTERFACE "io.portpub.Publisher1.Sandbox"
-#define PORT_INTERFACE "io.portpub.Publisher1.Port"
-#define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
-
-/* The daemon takes at most this many tuples in one call; a bigger range would only fail there,
- * after the whole message was built and sent. */
-#define TUPLES_PER_CALL_MAX 1024U
 
 /* Exit status for a command line that is wrong before anything was asked of the daemon. */
 #define EXIT_USAGE 2
-
-typedef enum BusKind { BUS_SYSTEM, BUS_USER, BUS_ADDRESS } BusKind;
 
 static BusKind arg_bus = BUS_SYSTEM;
 static const char *arg_address;
@@ -45,16 +32,15 @@ static bool arg_has_idle_timeout;
 static uint64_t arg_idle_timeout_usec;
 static const char *arg_proxy_protocol;
 static bool arg_bind_to_caller;
+static bool arg_varlink;
+static const char *arg_varlink_path; /* NULL: the default of --system or --user */
 
 /* Set when the command line is wrong: exit 2 rather than 1. */
 static bool usage_failed;
 
 /* Messages */
 
-/* Prints "portpubctl: MESSAGE" to stderr and returns -|error| (or -EINVAL for 0); %m in format
- * expands to strerror(|error|). */
-static int log_error_errno(int error, const char *format, ...) _printf_(2, 3);
-static int log_error_errno(int error, const char *format, ...) {
+int log_error_errno(int error, const char *format, ...) {
         int e = error < 0 ? -error : error;
         va_list ap;
 
@@ -68,25 +54,6 @@ static int log_error_errno(int error, const char *format, ...) {
 }
 
 #define log_usage(...) (usage_failed = true, log_error_errno(EINVAL, __VA_ARGS__))
-#define log_oom() log_error_errno(ENOMEM, "Out of memory.")
-
-static int log_create_error(int r) {
-        return log_error_errno(r, "Failed to create a bus message: %m");
-}
-
-static int log_parse_error(int r) {
-        return log_error_errno(r, "Failed to parse a bus message: %m");
-}
-
-/* Reports a failed call: the daemon's own message where it sent one, which names the sandbox and
- * the port. */
-static int log_call_error(const sd_bus_error *error, int r, const char *what) {
-        if (sd_bus_error_is_set(error)) {
-                log_error_errno(0, "%s", error->message ? error->message : error->name);
-                return r < 0 ? r : -EIO;
-        }
-        return log_error_errno(r, "Failed to %s: %m", what);
-}
 
 /* Parsing the command line */
 
@@ -123,18 +90,6 @@ static int parse_port_range(const char *s, size_t len, uint16_t *ret_first, uint
         *ret_first = (uint16_t) first;
         *ret_last = (uint16_t) last;
         return 0;
-}
-
-/* One SPEC of the command line: a run of consecutive host ports to a run of guest ports. */
-typedef struct PortRange {
-        const char *protocol;
-        char host_address[INET6_ADDRSTRLEN];
-        uint16_t host_first, host_last;
-        uint16_t guest_first, guest_last; /* 0 for specs without a guest port */
-} PortRange;
-
-static unsigned port_range_size(const PortRange *p) {
-        return (unsigned) (p->host_last - p->host_first) + 1;
 }
 
 /* Parses "[HOST_ADDR:]HOST_PORT:GUEST_PORT[/PROTO]" (with_guest) or "[HOST_ADDR:]HOST_PORT[/PROTO]",
@@ -335,72 +290,182 @@ static int table_print(const Table *t, bool legend) {
         return 0;
 }
 
-/* The bus */
+/* What the daemon answers */
 
-static int bus_connect(sd_bus **ret) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        int r;
+int array_grow(void **array, size_t *allocated, size_t need, size_t size) {
+        size_t na;
+        void *p;
 
-        switch (arg_bus) {
-        case BUS_SYSTEM:
-                r = sd_bus_open_system(&bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the system bus: %m");
-                break;
-        case BUS_USER:
-                r = sd_bus_open_user(&bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the user's bus: %m");
-                break;
-        case BUS_ADDRESS:
-                r = sd_bus_new(&bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to allocate a bus: %m");
-                r = sd_bus_set_address(bus, arg_address);
-                if (r >= 0)
-                        r = sd_bus_set_bus_client(bus, 1);
-                if (r >= 0)
-                        r = sd_bus_start(bus);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the bus at '%s': %m",
-                                               arg_address);
-                break;
-        default:
-                abort();
+        if (need <= *allocated)
+                return 0;
+        na = MAX(need, MAX(*allocated * 2, (size_t) 16));
+        p = reallocarray(*array, na, size);
+        if (!p)
+                return -ENOMEM;
+        *array = p;
+        *allocated = na;
+        return 0;
+}
+
+/* Copies the strings *fields[0..n) (NULL as "") into one allocation and points each field at
+ * its copy; returns the allocation, NULL when out of memory (the fields are unchanged then). */
+static char *pack_strings(const char **const fields[], size_t n) {
+        size_t size = 0;
+        char *block, *p;
+
+        for (size_t i = 0; i < n; i++)
+                size += strlen(*fields[i] ? *fields[i] : "") + 1;
+        block = malloc(size);
+        if (!block)
+                return NULL;
+        p = block;
+        for (size_t i = 0; i < n; i++) {
+                const char *s = *fields[i] ? *fields[i] : "";
+                size_t len = strlen(s) + 1;
+
+                memcpy(p, s, len);
+                *fields[i] = p;
+                p += len;
         }
-        r = sd_bus_set_allow_interactive_authorization(bus, arg_ask_password);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the bus: %m");
-        *ret = TAKE_PTR(bus);
+        return block;
+}
+
+int port_list_add(PortList *l, const PortEntry *e) {
+        PortEntry c = *e;
+        const char **const fields[] = { &c.sandbox,       &c.protocol, &c.host_address,
+                                        &c.guest_address, &c.state,    &c.path };
+
+        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
+                return log_oom();
+        c.strings = pack_strings(fields, ELEMENTSOF(fields));
+        if (!c.strings)
+                return log_oom();
+        l->entries[l->n++] = c;
         return 0;
 }
 
-static int call_manager(sd_bus *bus, const char *method, sd_bus_message **reply, const char *types,
-                        ...) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        va_list ap;
-        int r;
+void port_list_done(PortList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->entries[i].strings);
+        l->entries = mfree(l->entries);
+        l->n = l->allocated = 0;
+}
 
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           method);
-        if (r < 0)
-                return log_create_error(r);
-        va_start(ap, types);
-        r = sd_bus_message_appendv(m, types, ap);
-        va_end(ap);
-        if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_call(bus, m, 0, &error, reply);
-        if (r < 0)
-                return log_call_error(&error, r, "call the daemon");
+int sandbox_list_add(SandboxList *l, const char *id, uint32_t n_ports,
+                     const char *const *guest_addresses, size_t n_guest_addresses) {
+        size_t size = strlen(id) + 1, at;
+        SandboxEntry e = { .n_ports = n_ports };
+        char *block;
+
+        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
+                return log_oom();
+        for (size_t i = 0; i < n_guest_addresses; i++)
+                size += strlen(guest_addresses[i]) + 1;
+        block = malloc(size + 1);
+        if (!block)
+                return log_oom();
+        strcpy(block, id);
+        at = strlen(id) + 1;
+        e.guest_addresses = block + at;
+        block[at] = 0;
+        for (size_t i = 0; i < n_guest_addresses; i++) {
+                if (i > 0)
+                        block[at++] = ',';
+                strcpy(block + at, guest_addresses[i]);
+                at += strlen(guest_addresses[i]);
+        }
+        e.strings = block;
+        e.id = block;
+        l->entries[l->n++] = e;
         return 0;
 }
 
-static int get_all(sd_bus *bus, const char *path, const char *interface, sd_bus_message **reply,
-                   sd_bus_error *error) {
-        return sd_bus_call_method(bus, BUS_NAME, path, PROPERTIES_INTERFACE, "GetAll", error, reply,
-                                  "s", interface);
+void sandbox_list_done(SandboxList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->entries[i].strings);
+        l->entries = mfree(l->entries);
+        l->n = l->allocated = 0;
+}
+
+int published_list_add(PublishedList *l, const char *protocol, const char *host_address,
+                       uint16_t host_port, uint16_t guest_port, const char *path) {
+        PublishedPort c = { .protocol = protocol,
+                            .host_address = host_address,
+                            .path = path,
+                            .host_port = host_port,
+                            .guest_port = guest_port };
+        const char **const fields[] = { &c.protocol, &c.host_address, &c.path };
+
+        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
+                return log_oom();
+        c.strings = pack_strings(fields, ELEMENTSOF(fields));
+        if (!c.strings)
+                return log_oom();
+        l->entries[l->n++] = c;
+        return 0;
+}
+
+void published_list_done(PublishedList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                free(l->entries[i].strings);
+        l->entries = mfree(l->entries);
+        l->n = l->allocated = 0;
+}
+
+int property_list_add(PropertyList *l, const char *name, char *value) {
+        _cleanup_free_ char *v = value;
+        char *n;
+
+        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
+                return log_oom();
+        n = strdup(name);
+        if (!n)
+                return log_oom();
+        l->entries[l->n++] = (Property){ .name = n, .value = TAKE_PTR(v) };
+        return 0;
+}
+
+void property_list_done(PropertyList *l) {
+        for (size_t i = 0; i < l->n; i++) {
+                free(l->entries[i].name);
+                free(l->entries[i].value);
+        }
+        l->entries = mfree(l->entries);
+        l->n = l->allocated = 0;
+}
+
+bool sandbox_selected(const char *id, char *const *filter, size_t n_filter) {
+        if (n_filter == 0)
+                return true;
+        for (size_t i = 0; i < n_filter; i++)
+                if (strcmp(filter[i], id) == 0)
+                        return true;
+        return false;
+}
+
+/* The daemon */
+
+static int daemon_open(Daemon **ret) {
+        _cleanup_free_ char *path = NULL;
+        const char *runtime;
+
+        if (!arg_varlink)
+                return dbus_daemon_open(ret, arg_bus, arg_address, arg_ask_password);
+        if (arg_varlink_path)
+                return varlink_daemon_open(ret, arg_varlink_path);
+        if (arg_bus != BUS_USER)
+                return varlink_daemon_open(ret, VARLINK_SOCKET_DEFAULT);
+        /* Where portpubd --user serves it. */
+        runtime = getenv("XDG_RUNTIME_DIR");
+        if (!runtime || runtime[0] != '/')
+                return log_error_errno(
+                        ENXIO,
+                        "No $XDG_RUNTIME_DIR for the user's varlink socket: give --varlink=PATH.");
+        if (asprintf(&path, "%s/portpub/%s", runtime, VARLINK_INTERFACE) < 0) {
+                path = NULL; /* undefined after a failure */
+                return log_oom();
+        }
+        return varlink_daemon_open(ret, path);
 }
 
 /* Blocks SIGINT and SIGTERM and returns a signalfd for them, so that a signal ends a wait loop
@@ -420,66 +485,7 @@ static int signals_block(void) {
         return fd;
 }
 
-/* Serves the bus until SIGINT or SIGTERM arrives on signal_fd. */
-static int bus_run_until_signal(sd_bus *bus, int signal_fd) {
-        int r;
-
-        for (;;) {
-                struct pollfd p[2] = {
-                        { .fd = signal_fd, .events = POLLIN },
-                        { .fd = -1 },
-                };
-                struct signalfd_siginfo si;
-                uint64_t until;
-                int timeout_ms = -1;
-
-                r = sd_bus_process(bus, NULL);
-                if (r < 0)
-                        return log_error_errno(r, "Lost the bus connection: %m");
-                if (r > 0)
-                        continue;
-
-                p[1].fd = sd_bus_get_fd(bus);
-                if (p[1].fd < 0)
-                        return log_error_errno(p[1].fd, "Lost the bus connection: %m");
-                r = sd_bus_get_events(bus);
-                if (r < 0)
-                        return log_error_errno(r, "Lost the bus connection: %m");
-                p[1].events = (short) r;
-                r = sd_bus_get_timeout(bus, &until);
-                if (r < 0)
-                        return log_error_errno(r, "Lost the bus connection: %m");
-                if (until != UINT64_MAX) {
-                        struct timespec ts;
-                        uint64_t now;
-
-                        (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-                        now = (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-                        /* Round up: waking before the deadline would only spin. */
-                        timeout_ms = until <= now ? 0
-                                                  : (int) MIN((until - now + USEC_PER_MSEC - 1) /
-                                                                      USEC_PER_MSEC,
-                                                              (uint64_t) INT32_MAX);
-                }
-
-                if (poll(p, ELEMENTSOF(p), timeout_ms) < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return log_error_errno(errno, "Failed to wait for the bus: %m");
-                }
-                if (p[0].revents & POLLIN) {
-                        if (read(signal_fd, &si, sizeof si) == (ssize_t) sizeof si)
-                                return 0;
-                }
-        }
-}
-
-/* Verbs */
-
-typedef struct PortEntry {
-        const char *sandbox, *protocol, *host_address, *guest_address, *state, *path;
-        uint16_t host_port, guest_port;
-} PortEntry;
+/* Verbs: each asks the daemon through its transport, and prints what the transport filled in. */
 
 static int port_entry_compare(const void *a, const void *b) {
         const PortEntry *x = a, *y = b;
@@ -495,132 +501,30 @@ static int port_entry_compare(const void *a, const void *b) {
         return strcmp(x->host_address, y->host_address);
 }
 
-static bool sandbox_selected(const char *id, char **filter, size_t n_filter) {
-        if (n_filter == 0)
-                return true;
-        for (size_t i = 0; i < n_filter; i++)
-                if (strcmp(filter[i], id) == 0)
-                        return true;
-        return false;
-}
-
-/* The counters of one port; false when the port went away since it was listed. */
-typedef struct PortCounters {
-        uint32_t active;
-        uint64_t total, bytes_to_guest, bytes_from_guest;
-} PortCounters;
-
-static int get_port_counters(sd_bus *bus, const char *path, PortCounters *ret) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        PortCounters c = {};
-        const char *name;
-        int r;
-
-        r = get_all(bus, path, PORT_INTERFACE, &reply, &error);
-        if (r < 0) {
-                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
-                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
-                        return 0;
-                return log_call_error(&error, r, "get the port's properties");
-        }
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (strcmp(name, "ActiveSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &c.active);
-                else if (strcmp(name, "TotalSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &c.total);
-                else if (strcmp(name, "BytesToGuest") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &c.bytes_to_guest);
-                else if (strcmp(name, "BytesFromGuest") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &c.bytes_from_guest);
-                else
-                        r = sd_bus_message_skip(reply, "v");
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return log_parse_error(r);
-        }
-        if (r < 0)
-                return log_parse_error(r);
-        *ret = c;
-        return 1;
-}
-
-static int verb_list(int argc, char **argv) {
+static int print_ports(PortList *l) {
         static const char *const header[] = { "SANDBOX", "PROTO", "LISTEN",   "GUEST",    "STATE",
                                               "ACTIVE",  "TOTAL", "BYTES-IN", "BYTES-OUT" };
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(table_done) Table t = {
                 .header = header, .n_columns = ELEMENTSOF(header), .right_aligned = 0x1e0, /* the counters */
         };
-        _cleanup_free_ PortEntry *entries = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
-        r = bus_connect(&bus);
-        if (r < 0)
-                return r;
-        r = call_manager(bus, "ListPorts", &reply, "");
-        if (r < 0)
-                return r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "(sssqsqso)");
-        if (r < 0)
-                return log_parse_error(r);
-        for (;;) {
-                PortEntry e;
-
-                r = sd_bus_message_read(reply, "(sssqsqso)", &e.sandbox, &e.protocol,
-                                        &e.host_address, &e.host_port, &e.guest_address,
-                                        &e.guest_port, &e.state, &e.path);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (r == 0)
-                        break;
-                if (!sandbox_selected(e.sandbox, argv + 1, (size_t) argc - 1))
-                        continue;
-                if (n >= allocated) {
-                        size_t na = allocated ? allocated * 2 : 64;
-                        PortEntry *ne = reallocarray(entries, na, sizeof *ne);
-
-                        if (!ne)
-                                return log_oom();
-                        entries = ne;
-                        allocated = na;
-                }
-                entries[n++] = e;
-        }
-        if (n > 0)
-                qsort(entries, n, sizeof *entries, port_entry_compare);
-
-        for (size_t i = 0; i < n; i++) {
-                const PortEntry *e = &entries[i];
+        if (l->n > 0)
+                qsort(l->entries, l->n, sizeof *l->entries, port_entry_compare);
+        for (size_t i = 0; i < l->n; i++) {
+                const PortEntry *e = &l->entries[i];
                 char listen[HOST_PORT_MAX], guest[HOST_PORT_MAX];
                 char active[DECIMAL_MAX], total[DECIMAL_MAX], bytes_in[DECIMAL_MAX],
                         bytes_out[DECIMAL_MAX];
-                PortCounters c = {};
 
-                r = get_port_counters(bus, e->path, &c);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        continue; /* unpublished since it was listed */
                 if (e->guest_address[0] == 0)
                         snprintf(guest, sizeof guest, "-:%u", e->guest_port);
                 else
                         format_host_port(e->guest_address, e->guest_port, guest, sizeof guest);
-                snprintf(active, sizeof active, "%" PRIu32, c.active);
-                snprintf(total, sizeof total, "%" PRIu64, c.total);
-                snprintf(bytes_in, sizeof bytes_in, "%" PRIu64, c.bytes_to_guest);
-                snprintf(bytes_out, sizeof bytes_out, "%" PRIu64, c.bytes_from_guest);
+                snprintf(active, sizeof active, "%" PRIu32, e->active_sessions);
+                snprintf(total, sizeof total, "%" PRIu64, e->total_sessions);
+                snprintf(bytes_in, sizeof bytes_in, "%" PRIu64, e->bytes_to_guest);
+                snprintf(bytes_out, sizeof bytes_out, "%" PRIu64, e->bytes_from_guest);
                 r = table_add_row(&t, e->sandbox, e->protocol,
                                   format_host_port(e->host_address, e->host_port, listen,
                                                    sizeof listen),
@@ -642,110 +546,42 @@ static int verb_list(int argc, char **argv) {
         return 0;
 }
 
-typedef struct SandboxEntry {
-        const char *id, *path;
-        uint32_t n_ports;
-} SandboxEntry;
+static int verb_list(int argc, char **argv) {
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        _cleanup_(port_list_done) PortList l = {};
+        int r;
+
+        r = daemon_open(&d);
+        if (r < 0)
+                return r;
+        r = d->ops->list_ports(d, argv + 1, (size_t) argc - 1, &l);
+        if (r < 0)
+                return r;
+        return print_ports(&l);
+}
 
 static int sandbox_entry_compare(const void *a, const void *b) {
         return strcmp(((const SandboxEntry *) a)->id, ((const SandboxEntry *) b)->id);
 }
 
-static void strv_freep(char ***p) {
-        if (!*p)
-                return;
-        for (char **s = *p; *s; s++)
-                free(*s);
-        free(*p);
-}
-
-/* "10.0.0.2,fd00::2", or "-"; 0 when the sandbox went away since it was listed. */
-static int get_guest_addresses(sd_bus *bus, const char *path, char **ret) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(strv_freep) char **l = NULL;
-        size_t len = 2;
-        char *s;
-        int r;
-
-        r = sd_bus_get_property_strv(bus, BUS_NAME, path, SANDBOX_INTERFACE, "GuestAddresses",
-                                     &error, &l);
-        if (r < 0) {
-                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
-                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
-                        return 0;
-                return log_call_error(&error, r, "get the sandbox's guest addresses");
-        }
-        for (char **a = l; a && *a; a++)
-                len += strlen(*a) + 1;
-        s = calloc(len, 1);
-        if (!s)
-                return log_oom();
-        for (char **a = l; a && *a; a++) {
-                if (a != l)
-                        strcat(s, ",");
-                strcat(s, *a);
-        }
-        if (s[0] == 0)
-                strcpy(s, "-");
-        *ret = s;
-        return 1;
-}
-
-static int verb_sandboxes(int argc, char **argv) {
+static int print_sandboxes(SandboxList *l) {
         static const char *const header[] = { "SANDBOX", "PORTS", "GUEST-ADDRESSES" };
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         _cleanup_(table_done) Table t = {
                 .header = header,
                 .n_columns = ELEMENTSOF(header),
                 .right_aligned = 0x2,
         };
-        _cleanup_free_ SandboxEntry *entries = NULL;
-        size_t n = 0, allocated = 0;
         int r;
 
-        r = bus_connect(&bus);
-        if (r < 0)
-                return r;
-        r = call_manager(bus, "ListSandboxes", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', "(sou)");
-        if (r < 0)
-                return log_parse_error(r);
-        for (;;) {
-                SandboxEntry e;
-
-                r = sd_bus_message_read(reply, "(sou)", &e.id, &e.path, &e.n_ports);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (r == 0)
-                        break;
-                if (n >= allocated) {
-                        size_t na = allocated ? allocated * 2 : 16;
-                        SandboxEntry *ne = reallocarray(entries, na, sizeof *ne);
-
-                        if (!ne)
-                                return log_oom();
-                        entries = ne;
-                        allocated = na;
-                }
-                entries[n++] = e;
-        }
-        if (n > 0)
-                qsort(entries, n, sizeof *entries, sandbox_entry_compare);
-
-        for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *guests = NULL;
+        if (l->n > 0)
+                qsort(l->entries, l->n, sizeof *l->entries, sandbox_entry_compare);
+        for (size_t i = 0; i < l->n; i++) {
+                const SandboxEntry *e = &l->entries[i];
                 char n_ports[DECIMAL_MAX];
 
-                r = get_guest_addresses(bus, entries[i].path, &guests);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        continue;
-                snprintf(n_ports, sizeof n_ports, "%" PRIu32, entries[i].n_ports);
-                r = table_add_row(&t, entries[i].id, n_ports, guests);
+                snprintf(n_ports, sizeof n_ports, "%" PRIu32, e->n_ports);
+                r = table_add_row(&t, e->id, n_ports,
+                                  e->guest_addresses[0] ? e->guest_addresses : "-");
                 if (r < 0)
                         return r;
         }
@@ -763,70 +599,37 @@ static int verb_sandboxes(int argc, char **argv) {
         return 0;
 }
 
-static int append_options(sd_bus_message *m) {
+static int verb_sandboxes(int argc, char **argv) {
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        _cleanup_(sandbox_list_done) SandboxList l = {};
         int r;
 
-        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        if (arg_has_max_sessions) {
-                r = sd_bus_message_append(m, "{sv}", "MaxSessions", "u", arg_max_sessions);
-                if (r < 0)
-                        return r;
-        }
-        if (arg_has_idle_timeout) {
-                r = sd_bus_message_append(m, "{sv}", "IdleTimeoutUSec", "t", arg_idle_timeout_usec);
-                if (r < 0)
-                        return r;
-        }
-        if (arg_proxy_protocol) {
-                r = sd_bus_message_append(m, "{sv}", "ProxyProtocol", "s", arg_proxy_protocol);
-                if (r < 0)
-                        return r;
-        }
-        if (arg_bind_to_caller) {
-                r = sd_bus_message_append(m, "{sv}", "BindToCaller", "b", 1);
-                if (r < 0)
-                        return r;
-        }
-        return sd_bus_message_close_container(m);
+        r = d->ops->list_sandboxes(d, &l);
+        if (r < 0)
+                return r;
+        return print_sandboxes(&l);
 }
 
-/* Appends the tuples of every range: (ssqq) with guest ports, else (ssq). Host port 0 stays 0,
- * for the kernel to pick. */
-static int append_tuples(sd_bus_message *m, const PortRange *ranges, size_t n, bool with_guest) {
-        int r;
+static void print_published(const PublishedList *l) {
+        for (size_t i = 0; i < l->n; i++) {
+                const PublishedPort *p = &l->entries[i];
+                char listen[HOST_PORT_MAX];
 
-        r = sd_bus_message_open_container(m, 'a', with_guest ? "(ssqq)" : "(ssq)");
-        if (r < 0)
-                return r;
-        for (size_t i = 0; i < n; i++)
-                for (unsigned k = 0; k < port_range_size(&ranges[i]); k++) {
-                        uint16_t host = ranges[i].host_first == 0
-                                                ? 0
-                                                : (uint16_t) (ranges[i].host_first + k);
-
-                        if (with_guest)
-                                r = sd_bus_message_append(m, "(ssqq)", ranges[i].protocol,
-                                                          ranges[i].host_address, host,
-                                                          (uint16_t) (ranges[i].guest_first + k));
-                        else
-                                r = sd_bus_message_append(m, "(ssq)", ranges[i].protocol,
-                                                          ranges[i].host_address, host);
-                        if (r < 0)
-                                return r;
-                }
-        return sd_bus_message_close_container(m);
+                printf("%s %s -> %u (%s)\n", p->protocol,
+                       format_host_port(p->host_address, p->host_port, listen, sizeof listen),
+                       p->guest_port, p->path);
+        }
 }
 
 static int verb_publish(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        _cleanup_(published_list_done) PublishedList l = {};
         _cleanup_close_ int signal_fd = -EBADF;
         _cleanup_free_ PortRange *ranges = NULL;
-        const char *sandbox_path, *protocol, *address, *path;
-        uint16_t host_port, guest_port;
+        PublishArgs a;
         int r;
 
         r = parse_specs(argv + 2, (size_t) argc - 2, true, &ranges);
@@ -839,46 +642,26 @@ static int verb_publish(int argc, char **argv) {
                         return signal_fd;
         }
 
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "PublishPorts");
+        a = (PublishArgs){
+                .sandbox = argv[1],
+                .guests = arg_guests,
+                .n_guests = arg_n_guests,
+                .ranges = ranges,
+                .n_ranges = (size_t) argc - 2,
+                .has_max_sessions = arg_has_max_sessions,
+                .max_sessions = arg_max_sessions,
+                .has_idle_timeout = arg_has_idle_timeout,
+                .idle_timeout_usec = arg_idle_timeout_usec,
+                .proxy_protocol = arg_proxy_protocol,
+                .bind_to_caller = arg_bind_to_caller,
+        };
+        r = d->ops->publish(d, &a, &l);
         if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_message_append(m, "s", argv[1]);
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "s");
-        for (size_t i = 0; r >= 0 && i < arg_n_guests; i++)
-                r = sd_bus_message_append(m, "s", arg_guests[i]);
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
-        if (r >= 0)
-                r = append_tuples(m, ranges, (size_t) argc - 2, true);
-        if (r >= 0)
-                r = append_options(m);
-        if (r < 0)
-                return log_create_error(r);
-
-        r = sd_bus_call(bus, m, 0, &error, &reply);
-        if (r < 0)
-                return log_call_error(&error, r, "publish");
-
-        r = sd_bus_message_read(reply, "o", &sandbox_path);
-        if (r < 0)
-                return log_parse_error(r);
-        r = sd_bus_message_enter_container(reply, 'a', "(ssqqo)");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_read(reply, "(ssqqo)", &protocol, &address, &host_port,
-                                        &guest_port, &path)) > 0) {
-                char listen[HOST_PORT_MAX];
-
-                printf("%s %s -> %u (%s)\n", protocol,
-                       format_host_port(address, host_port, listen, sizeof listen), guest_port, path);
-        }
-        if (r < 0)
-                return log_parse_error(r);
+                return r;
+        print_published(&l);
 
         if (!arg_bind_to_caller)
                 return 0;
@@ -886,46 +669,32 @@ static int verb_publish(int argc, char **argv) {
                 return log_error_errno(errno, "Failed to write to standard output: %m");
         if (isatty(STDERR_FILENO))
                 fprintf(stderr, "Published while portpubctl runs; press Ctrl-C to unpublish.\n");
-        return bus_run_until_signal(bus, signal_fd);
+        return d->ops->hold(d, signal_fd);
 }
 
 static int verb_unpublish(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
         _cleanup_free_ PortRange *ranges = NULL;
         int r;
 
         r = parse_specs(argv + 2, (size_t) argc - 2, false, &ranges);
         if (r < 0)
                 return r;
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "UnpublishPorts");
-        if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_message_append(m, "s", argv[1]);
-        if (r >= 0)
-                r = append_tuples(m, ranges, (size_t) argc - 2, false);
-        if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_call(bus, m, 0, &error, NULL);
-        if (r < 0)
-                return log_call_error(&error, r, "unpublish");
-        return 0;
+        return d->ops->unpublish(d, argv[1], ranges, (size_t) argc - 2);
 }
 
 static int verb_remove(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
         int r;
 
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
         for (int i = 1; i < argc; i++) {
-                r = call_manager(bus, "RemoveSandbox", NULL, "s", argv[i]);
+                r = d->ops->remove_sandbox(d, argv[i]);
                 if (r < 0)
                         return r;
         }
@@ -933,157 +702,23 @@ static int verb_remove(int argc, char **argv) {
 }
 
 static int verb_set_guest(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
         int r;
 
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
-                                           "SetGuestAddresses");
-        if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_message_append(m, "s", argv[1]);
-        if (r >= 0)
-                r = sd_bus_message_append_strv(m, argv + 2);
-        if (r < 0)
-                return log_create_error(r);
-        r = sd_bus_call(bus, m, 0, &error, NULL);
-        if (r < 0)
-                return log_call_error(&error, r, "set the guest addresses");
-        return 0;
+        return d->ops->set_guest_addresses(d, argv[1], argv + 2);
 }
 
-static bool type_is_basic(char type) {
-        return type != 0 && strchr("ybnqiuxtdsog", type);
-}
-
-/* A value print_value() can print whole: a basic type or an array of one. */
-static bool type_is_printable(char type, const char *contents) {
-        return type_is_basic(type) || (type == SD_BUS_TYPE_ARRAY && contents &&
-                                       strlen(contents) == 1 && type_is_basic(contents[0]));
-}
-
-/* Prints one value the way systemctl show does: arrays space-separated, booleans as yes/no. */
-static int print_value(sd_bus_message *m, char type, const char *contents) {
-        union {
-                uint8_t y;
-                int b;
-                int16_t n;
-                uint16_t q;
-                int32_t i;
-                uint32_t u;
-                int64_t x;
-                uint64_t t;
-                double d;
-                const char *s;
-        } v;
-        int r;
-
-        if (type == SD_BUS_TYPE_ARRAY) {
-                bool first = true;
-
-                r = sd_bus_message_enter_container(m, 'a', contents);
-                if (r < 0)
-                        return r;
-                while ((r = sd_bus_message_peek_type(m, NULL, NULL)) > 0) {
-                        if (!first)
-                                fputc(' ', stdout);
-                        first = false;
-                        r = print_value(m, contents[0], NULL);
-                        if (r < 0)
-                                return r;
-                }
-                if (r < 0)
-                        return r;
-                return sd_bus_message_exit_container(m);
-        }
-        r = sd_bus_message_read_basic(m, type, &v);
-        if (r < 0)
-                return r;
-        switch (type) {
-        case 'y':
-                printf("%u", v.y);
-                break;
-        case 'b':
-                fputs(v.b ? "yes" : "no", stdout);
-                break;
-        case 'n':
-                printf("%d", v.n);
-                break;
-        case 'q':
-                printf("%u", v.q);
-                break;
-        case 'i':
-                printf("%" PRIi32, v.i);
-                break;
-        case 'u':
-                printf("%" PRIu32, v.u);
-                break;
-        case 'x':
-                printf("%" PRIi64, v.x);
-                break;
-        case 't':
-                printf("%" PRIu64, v.t);
-                break;
-        case 'd':
-                printf("%g", v.d);
-                break;
-        default:
-                fputs(v.s, stdout);
-                break;
-        }
-        return 0;
-}
-
-static int print_properties(sd_bus_message *reply) {
-        const char *name, *contents;
-        char type;
-        int r;
-
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_peek_type(reply, NULL, &contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_enter_container(reply, 'v', contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_peek_type(reply, &type, &contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                /* Only values printed whole get a line; a struct or dict would be a half truth. */
-                if (type_is_printable(type, contents)) {
-                        printf("%s=", name);
-                        r = print_value(reply, type, contents);
-                        fputc('\n', stdout);
-                } else
-                        r = sd_bus_message_skip(reply, NULL);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_exit_container(reply);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return log_parse_error(r);
-        }
-        if (r < 0)
-                return log_parse_error(r);
-        return 0;
+static void print_properties(const PropertyList *l) {
+        for (size_t i = 0; i < l->n; i++)
+                printf("%s=%s\n", l->entries[i].name, l->entries[i].value);
 }
 
 static int verb_show(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL, *props = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *path = MANAGER_PATH, *interface = MANAGER_INTERFACE;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        _cleanup_(property_list_done) PropertyList l = {};
         PortRange p;
         int r;
 
@@ -1095,79 +730,64 @@ static int verb_show(int argc, char **argv) {
                         return log_usage("Invalid port '%s': show takes one port, not a range.",
                                          argv[1]);
         }
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        if (argc > 1) {
-                r = call_manager(bus, "GetPort", &reply, "ssq", p.protocol, p.host_address,
-                                 p.host_first);
-                if (r < 0)
-                        return r;
-                r = sd_bus_message_read(reply, "o", &path);
-                if (r < 0)
-                        return log_parse_error(r);
-                interface = PORT_INTERFACE;
-        }
-        r = get_all(bus, path, interface, &props, &error);
+        if (argc > 1)
+                r = d->ops->show_port(d, &p, &l);
+        else
+                r = d->ops->show_daemon(d, &l);
         if (r < 0)
-                return log_call_error(&error, r, "get the properties");
-        return print_properties(props);
-}
-
-static int on_manager_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
-        const char *member = sd_bus_message_get_member(m);
-        const char *sandbox, *protocol, *address, *path, *reason;
-        char listen[HOST_PORT_MAX];
-        uint16_t port;
-        int r;
-
-        if (!member)
-                return 0;
-        if (strcmp(member, "PortPublished") == 0) {
-                r = sd_bus_message_read(m, "sssqo", &sandbox, &protocol, &address, &port, &path);
-                if (r >= 0)
-                        printf("PortPublished %s %s %s %s\n", sandbox, protocol,
-                               format_host_port(address, port, listen, sizeof listen), path);
-        } else if (strcmp(member, "PortUnpublished") == 0) {
-                r = sd_bus_message_read(m, "sssqos", &sandbox, &protocol, &address, &port, &path,
-                                        &reason);
-                if (r >= 0)
-                        printf("PortUnpublished %s %s %s %s reason=%s\n", sandbox, protocol,
-                               format_host_port(address, port, listen, sizeof listen), path, reason);
-        } else if (strcmp(member, "SandboxNew") == 0 || strcmp(member, "SandboxRemoved") == 0) {
-                r = sd_bus_message_read(m, "so", &sandbox, &path);
-                if (r >= 0)
-                        printf("%s %s %s\n", member, sandbox, path);
-        } else
-                return 0;
-        if (r < 0)
-                log_error_errno(r, "Failed to parse signal %s, ignoring: %m", member);
-        /* Someone may be reading this line by line through a pipe. */
-        fflush(stdout);
+                return r;
+        print_properties(&l);
         return 0;
 }
 
+static void print_event(const MonitorEvent *e, void *userdata) {
+        const Daemon *d = userdata;
+        char listen[HOST_PORT_MAX];
+
+        switch (e->type) {
+        case MONITOR_READY:
+                if (!arg_legend)
+                        return;
+                printf("Monitoring %s; press Ctrl-C to stop.\n", d->name);
+                break;
+        case MONITOR_SANDBOX_NEW:
+                printf("SandboxNew %s %s\n", e->sandbox, e->path);
+                break;
+        case MONITOR_SANDBOX_REMOVED:
+                printf("SandboxRemoved %s %s\n", e->sandbox, e->path);
+                break;
+        case MONITOR_PORT_PUBLISHED:
+                printf("PortPublished %s %s %s %s\n", e->sandbox, e->protocol,
+                       format_host_port(e->host_address, e->host_port, listen, sizeof listen),
+                       e->path);
+                break;
+        case MONITOR_PORT_UNPUBLISHED:
+                printf("PortUnpublished %s %s %s %s reason=%s\n", e->sandbox, e->protocol,
+                       format_host_port(e->host_address, e->host_port, listen, sizeof listen),
+                       e->path, e->reason);
+                break;
+        default:
+                return;
+        }
+        /* Someone may be reading this line by line through a pipe. */
+        fflush(stdout);
+}
+
 static int verb_monitor(int argc, char **argv) {
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(daemon_freep) Daemon *d = NULL;
         _cleanup_close_ int signal_fd = -EBADF;
         int r;
 
         signal_fd = signals_block();
         if (signal_fd < 0)
                 return signal_fd;
-        r = bus_connect(&bus);
+        r = daemon_open(&d);
         if (r < 0)
                 return r;
-        /* Synchronous: once it returns, the bus delivers every signal sent from here on. */
-        r = sd_bus_match_signal(bus, NULL, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, NULL,
-                                on_manager_signal, NULL);
-        if (r < 0)
-                return log_error_errno(r, "Failed to subscribe to the daemon's signals: %m");
-        if (arg_legend) {
-                printf("Monitoring %s; press Ctrl-C to stop.\n", BUS_NAME);
-                fflush(stdout);
-        }
-        return bus_run_until_signal(bus, signal_fd);
+        return d->ops->monitor(d, signal_fd, print_event, d);
 }
 
 /* The command line */
@@ -1194,8 +814,13 @@ static void help(void) {
                "     --system               Talk to portpubd on the system bus (default)\n"
                "     --user                 Talk to portpubd on the user's bus\n"
                "     --address=ADDRESS      Talk to portpubd on the bus at ADDRESS\n"
+               "     --varlink[=PATH]       Talk to portpubd over varlink instead of D-Bus, on\n"
+               "                            the socket PATH (default\n"
+               "                            %s, with --user\n"
+               "                            $XDG_RUNTIME_DIR/portpub/%s)\n"
                "     --no-legend            Print no column headers and no footer\n"
-               "     --no-ask-password      Do not let polkit ask for a password\n"
+               "     --no-ask-password      Do not let polkit ask for a password (over varlink\n"
+               "                            it never may)\n"
                "Options of publish:\n"
                "     --guest=ADDRESS        The sandbox's guest address (IPv4, IPv6; repeatable;\n"
                "                            without it the daemon asks systemd-machined)\n"
@@ -1203,7 +828,8 @@ static void help(void) {
                "     --idle-timeout=SECONDS Close sessions idle this long (0: never, TCP)\n"
                "     --proxy-protocol=v1|v2 Send a PROXY protocol header to the guest (TCP)\n"
                "     --bind-to-caller       Keep the ports only while portpubctl runs: stay in\n"
-               "                            the foreground until SIGINT or SIGTERM\n");
+               "                            the foreground until SIGINT or SIGTERM\n",
+               VARLINK_SOCKET_DEFAULT, VARLINK_INTERFACE);
 }
 
 typedef struct Verb {
@@ -1232,6 +858,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_IDLE_TIMEOUT,
                 ARG_PROXY_PROTOCOL,
                 ARG_BIND_TO_CALLER,
+                ARG_VARLINK,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -1246,6 +873,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "idle-timeout", required_argument, NULL, ARG_IDLE_TIMEOUT },
                 { "proxy-protocol", required_argument, NULL, ARG_PROXY_PROTOCOL },
                 { "bind-to-caller", no_argument, NULL, ARG_BIND_TO_CALLER },
+                { "varlink", optional_argument, NULL, ARG_VARLINK },
                 {},
         };
         uint64_t v;
@@ -1309,6 +937,18 @@ static int parse_argv(int argc, char *argv[]) {
                 case ARG_BIND_TO_CALLER:
                         arg_bind_to_caller = true;
                         break;
+                case ARG_VARLINK:
+                        if (optarg && optarg[0] == 0)
+                                return log_usage(
+                                        "Invalid --varlink='': expected the path of a socket.");
+                        if (optarg &&
+                            strlen(optarg) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                                return log_usage(
+                                        "Invalid --varlink='%s': the path is too long for a socket.",
+                                        optarg);
+                        arg_varlink = true;
+                        arg_varlink_path = optarg;
+                        break;
                 case ':':
                         return log_usage("Option '%s' needs a value.", argv[optind - 1]);
                 case '?':
@@ -1318,6 +958,9 @@ static int parse_argv(int argc, char *argv[]) {
                 default:
                         abort();
                 }
+        if (arg_varlink && arg_bus == BUS_ADDRESS)
+                return log_usage(
+                        "--address= names a D-Bus address; give the varlink socket as --varlink=PATH.");
         return 1;
 }
 

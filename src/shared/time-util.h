@@ -15,6 +15,19 @@ static inline uint64_t monotonic_usec(void) {
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
 }
 
+/* The timeout for poll() that wakes at deadline (monotonic_usec()), rounded up: waking before
+ * it would only spin. 0 when it passed, -1 (no timeout) for UINT64_MAX. */
+static inline int poll_timeout_ms(uint64_t deadline) {
+        uint64_t now;
+
+        if (deadline == UINT64_MAX)
+                return -1;
+        now = monotonic_usec();
+        if (deadline <= now)
+                return 0;
+        return (int) MIN((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC, (uint64_t) INT32_MAX);
+}
+
 /* The same in seconds, for libev's ev_tstamp arithmetic. */
 static inline double monotonic_sec(void) {
         struct timespec ts;

@@ -1,4 +1,5 @@
-/* portpubctl against the real daemon: specs and ranges, tables, show, errors, monitor */
+/* portpubctl against the real daemon: specs and ranges, tables, show, errors, monitor; the same
+ * over varlink (--varlink=), which must print what D-Bus prints */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -30,13 +31,21 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         test_bus_free(f->bus);
 }
 
-static GPtrArray *ctl_argv(Fixture *f, const char *const *args) {
+/* How portpubctl reaches the daemon: --address= of the test's bus, or --varlink= of the
+ * daemon's socket. */
+typedef enum Via { VIA_DBUS, VIA_VARLINK } Via;
+
+static GPtrArray *ctl_argv(Fixture *f, Via via, const char *const *args) {
         GPtrArray *argv = g_ptr_array_new_with_free_func(g_free);
         const char *ctl = g_getenv("PORTPUBCTL");
 
         g_assert_nonnull(ctl);
         g_ptr_array_add(argv, g_strdup(ctl));
-        g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->bus->address));
+        if (via == VIA_VARLINK) {
+                g_assert_nonnull(f->daemon->varlink);
+                g_ptr_array_add(argv, g_strdup_printf("--varlink=%s", f->daemon->varlink));
+        } else
+                g_ptr_array_add(argv, g_strdup_printf("--address=%s", f->bus->address));
         for (const char *const *a = args; *a; a++)
                 g_ptr_array_add(argv, g_strdup(*a));
         g_ptr_array_add(argv, NULL);
@@ -62,10 +71,11 @@ static gboolean outcome_done(gpointer data) {
         return ((Outcome *) data)->done;
 }
 
-/* Runs portpubctl --address=BUS ARGS... with a bounded wait; returns the exit status, or minus
- * the signal that ended it. stdout and stderr go to *ret_out and *ret_err (g_free them). */
-static int run_ctl(Fixture *f, char **ret_out, char **ret_err, const char *const *args) {
-        g_autoptr(GPtrArray) argv = ctl_argv(f, args);
+/* Runs portpubctl --address=BUS (or --varlink=SOCKET) ARGS... with a bounded wait; returns the
+ * exit status, or minus the signal that ended it. stdout and stderr go to *ret_out and *ret_err
+ * (g_free them). */
+static int run_ctl(Fixture *f, Via via, char **ret_out, char **ret_err, const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, via, args);
         g_autoptr(GSubprocess) proc = NULL;
         g_autoptr(GError) error = NULL;
         Outcome o = {};
@@ -101,13 +111,14 @@ static int run_ctl(Fixture *f, char **ret_out, char **ret_err, const char *const
 
 /* Runs portpubctl, asserts its exit status, and returns its stdout; stderr must be empty on
  * success. Prints both when the status is not the expected one. */
-static char *ctl_expect(Fixture *f, int expect, char **ret_err, const char *const *args) {
+static char *ctl_expect_via(Fixture *f, Via via, int expect, char **ret_err, const char *const *args) {
         char *out = NULL, *err = NULL;
-        int status = run_ctl(f, &out, &err, args);
+        int status = run_ctl(f, via, &out, &err, args);
 
         if (status != expect) {
                 /* On stderr: stdout is the TAP stream. */
-                g_printerr("portpubctl %s: stdout:\n%s\nstderr:\n%s\n", args[0], out, err);
+                g_printerr("portpubctl%s %s: stdout:\n%s\nstderr:\n%s\n",
+                           via == VIA_VARLINK ? " --varlink" : "", args[0], out, err);
                 g_error("portpubctl %s: exit status %d, expected %d", args[0], status, expect);
         }
         if (expect == 0)
@@ -119,7 +130,32 @@ static char *ctl_expect(Fixture *f, int expect, char **ret_err, const char *cons
         return out;
 }
 
-#define ctl_ok(f, ...) ctl_expect(f, 0, NULL, CTL_ARGS(__VA_ARGS__))
+#define ctl_expect(f, expect, ret_err, args) ctl_expect_via(f, VIA_DBUS, expect, ret_err, args)
+#define ctl_ok(f, ...) ctl_expect_via(f, VIA_DBUS, 0, NULL, CTL_ARGS(__VA_ARGS__))
+#define vl_expect(f, expect, ret_err, args) ctl_expect_via(f, VIA_VARLINK, expect, ret_err, args)
+#define vl_ok(f, ...) ctl_expect_via(f, VIA_VARLINK, 0, NULL, CTL_ARGS(__VA_ARGS__))
+
+/* Runs a command that changes nothing over D-Bus, then over varlink: the same exit status, the
+ * same stdout and the same stderr, byte for byte. Returns stdout, and stderr in *ret_err. */
+static char *ctl_both(Fixture *f, int expect, char **ret_err, const char *const *args) {
+        g_autofree char *dbus_out = NULL, *dbus_err = NULL, *vl_err = NULL;
+        char *vl_out;
+
+        dbus_out = ctl_expect_via(f, VIA_DBUS, expect, &dbus_err, args);
+        vl_out = ctl_expect_via(f, VIA_VARLINK, expect, &vl_err, args);
+        if (g_strcmp0(vl_out, dbus_out) != 0 || g_strcmp0(vl_err, dbus_err) != 0) {
+                g_printerr("portpubctl %s over D-Bus: stdout:\n%s\nstderr:\n%s\n", args[0],
+                           dbus_out, dbus_err);
+                g_printerr("portpubctl %s over varlink: stdout:\n%s\nstderr:\n%s\n", args[0],
+                           vl_out, vl_err);
+                g_error("portpubctl %s prints differently over varlink", args[0]);
+        }
+        if (ret_err)
+                *ret_err = g_steal_pointer(&vl_err);
+        return vl_out;
+}
+
+#define ctl_both_ok(f, ...) ctl_both(f, 0, NULL, CTL_ARGS(__VA_ARGS__))
 
 /* portpubctl running in the background: monitor, publish --bind-to-caller */
 
@@ -148,8 +184,8 @@ static void on_line(GObject *source, GAsyncResult *res, gpointer data) {
         g_data_input_stream_read_line_async(bg->lines, G_PRIORITY_DEFAULT, NULL, on_line, bg);
 }
 
-static Bg *bg_start(Fixture *f, const char *const *args) {
-        g_autoptr(GPtrArray) argv = ctl_argv(f, args);
+static Bg *bg_start_via(Fixture *f, Via via, const char *const *args) {
+        g_autoptr(GPtrArray) argv = ctl_argv(f, via, args);
         g_autoptr(GError) error = NULL;
         Bg *bg = g_new0(Bg, 1);
 
@@ -184,6 +220,8 @@ static void bg_wait_for(Bg *bg, const char *text) {
         }
 }
 
+#define bg_start(f, args) bg_start_via(f, VIA_DBUS, args)
+
 static void on_bg_exited(GObject *source, GAsyncResult *res, gpointer data) {
         Bg *bg = data;
 
@@ -197,21 +235,25 @@ static gboolean bg_done(gpointer data) {
         return bg->exited && bg->eof;
 }
 
-/* Sends SIGTERM to the process this test started and returns its exit status (or -signal). */
-static int bg_stop(Bg *bg) {
+/* Waits for the process this test started to end, after SIGTERM if terminate, and returns its
+ * exit status (or -signal). */
+static int bg_end(Bg *bg, gboolean terminate) {
         int status;
 
-        g_subprocess_send_signal(bg->proc, SIGTERM);
+        if (terminate)
+                g_subprocess_send_signal(bg->proc, SIGTERM);
         g_subprocess_wait_async(bg->proc, NULL, on_bg_exited, bg);
         if (!test_wait_until(bg_done, bg, CTL_TIMEOUT_MS)) {
                 g_subprocess_force_exit(bg->proc);
                 (void) test_wait_until(bg_done, bg, 5000);
-                g_error("portpubctl did not end on SIGTERM");
+                g_error(terminate ? "portpubctl did not end on SIGTERM" : "portpubctl did not end");
         }
         status = g_subprocess_get_if_exited(bg->proc) ? g_subprocess_get_exit_status(bg->proc)
                                                       : -g_subprocess_get_term_sig(bg->proc);
         return status;
 }
+
+#define bg_stop(bg) bg_end(bg, TRUE)
 
 static void bg_free(Bg *bg) {
         g_object_unref(bg->lines);
@@ -346,6 +388,7 @@ static void test_help_and_version(Fixture *f, gconstpointer data) {
 
         g_assert_nonnull(strstr(help, "publish SANDBOX SPEC"));
         g_assert_nonnull(strstr(help, "--bind-to-caller"));
+        g_assert_nonnull(strstr(help, "--varlink[=PATH]"));
         g_assert_cmpstr(version, ==, "portpubctl " PACKAGE_VERSION "\n");
 }
 
@@ -777,6 +820,400 @@ static void test_bind_to_caller(Fixture *f, gconstpointer data) {
         g_assert_true(test_wait_until(no_ports, f, 5000));
 }
 
+/* Over varlink */
+
+static gboolean one_active_session(gpointer data) {
+        Fixture *f = data;
+
+        return test_get_u64(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "ActiveSessions") == 1;
+}
+
+/* The columns of the --no-legend list row of port (LISTEN ending in ":PORT"). */
+static GStrv list_row(const char *list, guint16 port) {
+        g_auto(GStrv) rows = split_lines(list);
+        g_autofree char *suffix = g_strdup_printf(":%u", port);
+
+        for (guint i = 0; rows[i]; i++) {
+                GStrv col = g_regex_split_simple(" +", rows[i], 0, 0);
+
+                if (g_strv_length(col) == 9 && g_str_has_suffix(col[2], suffix))
+                        return col;
+                g_strfreev(col);
+        }
+        g_printerr("%s\n", list);
+        g_error("no row of port %u in the list above", port);
+}
+
+/* Published over varlink: kernel-picked, a range, UDP; list, sandboxes and show print over
+ * varlink what they print over D-Bus, byte for byte. */
+static void test_varlink_publish_list_show(Fixture *f, gconstpointer data) {
+        guint16 guest_base = find_free_ports(3);
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, "e:");
+        TestEcho *uecho = test_echo_new(IPPROTO_UDP, "127.0.0.1", 0, "u:");
+        TestEcho *guests[3];
+        g_autofree char *spec1 = NULL, *spec2 = NULL, *spec3 = NULL, *out = NULL, *list = NULL,
+                        *bare = NULL, *show = NULL, *sandboxes = NULL, *expect = NULL, *port = NULL;
+        g_auto(GStrv) lines = NULL, rows = NULL, col = NULL;
+        guint16 host_base, hp, gp, kernel_port, udp_port;
+        int fd;
+
+        for (guint i = 0; i < 3; i++) {
+                g_autofree char *tag = g_strdup_printf("g%u:", i);
+
+                guests[i] = test_echo_new(IPPROTO_TCP, "127.0.0.1", (guint16) (guest_base + i), tag);
+        }
+        host_base = find_free_ports(3);
+        spec1 = g_strdup_printf("0:%u/tcp", test_echo_port(echo));
+        spec2 = g_strdup_printf("%u-%u:%u-%u", host_base, host_base + 2, guest_base, guest_base + 2);
+        spec3 = g_strdup_printf("127.0.0.1:0:%u/udp", test_echo_port(uecho));
+
+        /* publish prints the ports as over D-Bus: the kernel's pick, the range in order. */
+        out = vl_ok(f, "publish", "web", spec1, spec2, spec3, "--guest=127.0.0.1");
+        lines = split_lines(out);
+        g_assert_cmpuint(g_strv_length(lines), ==, 5);
+        parse_published(lines[0], "tcp localhost", &kernel_port, &gp);
+        g_assert_cmpuint(gp, ==, test_echo_port(echo));
+        for (guint i = 0; i < 3; i++) {
+                parse_published(lines[1 + i], "tcp localhost", &hp, &gp);
+                g_assert_cmpuint(hp, ==, host_base + i);
+                g_assert_cmpuint(gp, ==, guest_base + i);
+        }
+        parse_published(lines[4], "udp 127.0.0.1", &udp_port, &gp);
+        g_assert_cmpuint(gp, ==, test_echo_port(uecho));
+        g_assert_cmpuint(n_ports(f), ==, 5);
+
+        roundtrip_via("127.0.0.1", kernel_port, "hello", "e:hello");
+        roundtrip_via("::1", kernel_port, "hi", "e:hi");
+        roundtrip_via("127.0.0.1", (guint16) (host_base + 1), "ping", "g1:ping");
+        fd = test_udp_socket("127.0.0.1");
+        test_udp_roundtrip(fd, "127.0.0.1", udp_port, "dgram", "u:dgram");
+        close(fd);
+        /* The TCP sessions end a moment after their clients; the UDP one stays open. The
+         * counters hold still from then on, for both runs of each command. */
+        g_assert_true(test_wait_until(one_active_session, f, 5000));
+
+        list = ctl_both_ok(f, "list");
+        rows = split_lines(list);
+        g_assert_cmpuint(g_strv_length(rows), ==, 8);
+        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +LISTEN +GUEST +STATE +ACTIVE +TOTAL "
+                                           "+BYTES-IN +BYTES-OUT$",
+                                           rows[0], 0, 0));
+        g_assert_cmpstr(rows[7], ==, "5 ports listed.");
+
+        /* The counters come from ListPorts' Port objects: those of the traffic above. */
+        bare = ctl_both_ok(f, "--no-legend", "list");
+        g_strfreev(rows);
+        rows = split_lines(bare);
+        g_assert_cmpuint(g_strv_length(rows), ==, 5);
+        col = list_row(bare, kernel_port);
+        expect = g_strdup_printf("127.0.0.1:%u", test_echo_port(echo));
+        g_assert_cmpstr(col[0], ==, "web");
+        g_assert_cmpstr(col[1], ==, "tcp");
+        g_assert_cmpstr(col[3], ==, expect);
+        g_assert_cmpstr(col[4], ==, "listening");
+        g_assert_cmpstr(col[5], ==, "0");
+        g_assert_cmpstr(col[6], ==, "2");
+        g_assert_cmpstr(col[7], ==, "7");
+        g_assert_cmpstr(col[8], ==, "11");
+        g_strfreev(g_steal_pointer(&col));
+        col = list_row(bare, udp_port);
+        g_free(expect);
+        expect = g_strdup_printf("127.0.0.1:%u", udp_port);
+        g_assert_cmpstr(col[1], ==, "udp");
+        g_assert_cmpstr(col[2], ==, expect);
+        g_assert_cmpstr(col[5], ==, "1");
+        g_assert_cmpstr(col[6], ==, "1");
+        g_assert_cmpstr(col[7], ==, "5");
+        g_assert_cmpstr(col[8], ==, "7");
+
+        /* Filtered here, as over D-Bus: a sandbox without ports is no error. */
+        {
+                g_autofree char *web = ctl_both_ok(f, "list", "web", "other");
+                g_autofree char *none = ctl_both_ok(f, "list", "other");
+
+                g_assert_cmpstr(web, ==, list);
+                g_assert_cmpstr(none, ==, "No ports published.\n");
+        }
+
+        sandboxes = ctl_both_ok(f, "sandboxes");
+        g_assert_true(g_regex_match_simple("^SANDBOX +PORTS +GUEST-ADDRESSES\n"
+                                           "web +5 127\\.0\\.0\\.1\n\n"
+                                           "1 sandbox listed\\.\n$",
+                                           sandboxes, 0, 0));
+        g_free(sandboxes);
+        sandboxes = ctl_both_ok(f, "--no-legend", "sandboxes");
+        g_assert_true(g_regex_match_simple("^web +5 127\\.0\\.0\\.1\n$", sandboxes, 0, 0));
+
+        /* show: the Port's fields under the D-Bus property names, in their order. */
+        port = g_strdup_printf("%u", host_base + 1);
+        show = ctl_both_ok(f, "show", port);
+        g_assert_true(g_str_has_prefix(show, "Sandbox=web\nProtocol=tcp\nHostAddress=\n"));
+        g_free(expect);
+        expect = g_strdup_printf("ListenAddresses=127.0.0.1:%u [::1]:%u", host_base + 1,
+                                 host_base + 1);
+        assert_has_line(show, expect);
+        assert_has_line(show, "TotalSessions=1");
+        assert_has_line(show, "BytesToGuest=4");
+        assert_has_line(show, "ProxyProtocol=");
+        g_assert_null(strstr(show, "BindToCaller="));
+        g_free(show);
+        g_free(port);
+        port = g_strdup_printf("localhost:%u/tcp", kernel_port);
+        show = ctl_both_ok(f, "show", port);
+        assert_has_line(show, "TotalSessions=2");
+        g_free(show);
+        g_free(port);
+        port = g_strdup_printf("127.0.0.1:%u/udp", udp_port);
+        show = ctl_both_ok(f, "show", port);
+        assert_has_line(show, "Protocol=udp");
+        assert_has_line(show, "ActiveSessions=1");
+        assert_has_line(show, "IdleTimeoutUSec=60000000");
+        g_free(show);
+
+        /* show without a port: GetStatus under the Manager's property names. */
+        show = ctl_both_ok(f, "show");
+        assert_has_line(show, "Version=" PACKAGE_VERSION);
+        assert_has_line(show, "NSandboxes=1");
+        assert_has_line(show, "NPorts=5");
+        assert_has_line(show, "ActiveSessions=1");
+
+        for (guint i = 0; i < 3; i++)
+                test_echo_free(guests[i]);
+        test_echo_free(echo);
+        test_echo_free(uecho);
+}
+
+static void test_varlink_unpublish_set_guest_remove(Fixture *f, gconstpointer data) {
+        guint16 base = find_free_ports(4);
+        g_autofree char *spec = g_strdup_printf("%u-%u:%u-%u", base, base + 3, 9000, 9003);
+        g_autofree char *range = g_strdup_printf("%u-%u/tcp", base, base + 1);
+        g_autofree char *one = g_strdup_printf("localhost:%u", base + 2);
+        g_autofree char *out = NULL, *list = NULL, *sandboxes = NULL, *row = NULL, *err = NULL;
+        g_autofree char *port = g_strdup_printf("%u", base + 3);
+
+        out = vl_ok(f, "publish", "gone", spec, "--guest=127.0.0.1");
+        g_assert_cmpuint(n_ports(f), ==, 4);
+
+        g_free(vl_ok(f, "unpublish", "gone", range, one));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_cmpint(test_tcp_connect("127.0.0.1", base, 2000), ==, -ECONNREFUSED);
+        list = ctl_both_ok(f, "--no-legend", "list");
+        row = g_strdup_printf("gone tcp localhost:%u ", base + 3);
+        g_assert_true(g_str_has_prefix(list, row));
+
+        /* NoSuchPort, worded as over D-Bus; nothing changes. */
+        g_free(ctl_both(f, 1, &err, CTL_ARGS("unpublish", "gone", port, "1")));
+        g_assert_cmpstr(err, ==, "portpubctl: Sandbox 'gone' does not publish tcp '' port 1\n");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+
+        g_free(vl_ok(f, "set-guest", "gone", "127.0.0.1", "::1"));
+        sandboxes = ctl_both_ok(f, "sandboxes");
+        g_assert_true(g_regex_match_simple("^SANDBOX +PORTS +GUEST-ADDRESSES\n"
+                                           "gone +1 127\\.0\\.0\\.1,::1\n\n"
+                                           "1 sandbox listed\\.\n$",
+                                           sandboxes, 0, 0));
+        g_free(list);
+        list = ctl_both_ok(f, "--no-legend", "list");
+        g_assert_nonnull(strstr(list, " 127.0.0.1:9003 "));
+
+        g_free(vl_ok(f, "remove", "gone"));
+        g_assert_cmpuint(n_sandboxes(f), ==, 0);
+        g_assert_cmpuint(n_ports(f), ==, 0);
+        g_free(sandboxes);
+        sandboxes = ctl_both_ok(f, "sandboxes");
+        g_assert_cmpstr(sandboxes, ==, "No sandboxes.\n");
+        g_free(list);
+        list = ctl_both_ok(f, "list");
+        g_assert_cmpstr(list, ==, "No ports published.\n");
+}
+
+static void test_varlink_errors(Fixture *f, gconstpointer data) {
+        g_autofree char *daemon_msg = NULL, *expect = NULL, *err = NULL, *out = NULL;
+        g_autofree char *taken = NULL, *free_spec = NULL, *path = NULL;
+        guint16 base = find_free_ports(2);
+
+        /* The lines of D-Bus, word for word (the daemon's message), and exit status 1. */
+        daemon_msg = test_call_expect_error(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE,
+                                            "RemoveSandbox", g_variant_new("(s)", "nosuch"),
+                                            TEST_ERROR_PREFIX "NoSuchSandbox");
+        out = ctl_both(f, 1, &err, CTL_ARGS("remove", "nosuch"));
+        expect = g_strdup_printf("portpubctl: %s\n", daemon_msg);
+        g_assert_cmpstr(err, ==, expect);
+        g_assert_cmpstr(out, ==, "");
+        g_free(err);
+        g_free(out);
+
+        /* A clash: PortInUse's message names the sandbox that holds the port, and the call
+         * publishes nothing (so both runs fail alike). */
+        taken = g_strdup_printf("%u:80", base);
+        free_spec = g_strdup_printf("%u:80", base + 1);
+        g_free(vl_ok(f, "publish", "first", taken, "--guest=127.0.0.1"));
+        out = ctl_both(f, 1, &err,
+                       CTL_ARGS("publish", "second", free_spec, taken, "--guest=127.0.0.1"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: Cannot publish tcp '' port "));
+        g_assert_nonnull(strstr(err, "'first'"));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+        g_assert_true(tcp_port_free("127.0.0.1", (guint16) (base + 1)));
+        g_free(err);
+        g_free(out);
+
+        /* NoSuchPort of show. */
+        out = ctl_both(f, 1, &err, CTL_ARGS("show", "1/udp"));
+        g_assert_cmpstr(err, ==, "portpubctl: No published port udp '' port 1\n");
+        g_free(err);
+        g_free(out);
+
+        /* InvalidParameter names the parameter only: the line quotes it and its value. */
+        out = vl_expect(f, 1, &err, CTL_ARGS("publish", "first", "0:53/udp", "--proxy-protocol=v1"));
+        g_assert_cmpstr(err, ==,
+                        "portpubctl: Invalid parameter options.proxyProtocol (\"v1\") in "
+                        "PublishPorts for sandbox 'first'\n");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_free(err);
+        g_free(out);
+        out = vl_expect(f, 1, &err, CTL_ARGS("set-guest", "first", "127.0.0.1", "10.0.0.1"));
+        g_assert_cmpstr(err, ==,
+                        "portpubctl: Invalid parameter addresses[1] (\"10.0.0.1\") in "
+                        "SetGuestAddresses for sandbox 'first'\n");
+        g_free(err);
+        g_free(out);
+        out = vl_expect(f, 1, &err, CTL_ARGS("remove", "no/such"));
+        g_assert_cmpstr(err, ==,
+                        "portpubctl: Invalid parameter sandbox (\"no/such\") in RemoveSandbox\n");
+        g_free(err);
+        g_free(out);
+
+        /* The command line: --varlink= needs a path, and a D-Bus address is no socket. */
+        out = ctl_expect(f, 2, &err, CTL_ARGS("--varlink=", "list"));
+        g_assert_nonnull(strstr(err, "--varlink=''"));
+        g_free(err);
+        g_free(out);
+        out = ctl_expect(f, 2, &err, CTL_ARGS("--varlink=/nonexistent", "list"));
+        g_assert_nonnull(strstr(err, "--address="));
+        g_free(err);
+        g_free(out);
+
+        /* No daemon on the socket: the line names it. */
+        path = g_strdup(f->daemon->varlink);
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        out = vl_expect(f, 1, &err, CTL_ARGS("list"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: Failed to connect to the varlink socket "));
+        g_assert_nonnull(strstr(err, path));
+        test_daemon_free(f->daemon);
+        f->daemon = test_daemon_start(f->bus);
+}
+
+/* Both monitors print the same lines; what was there before is announced by neither. */
+static void test_varlink_monitor(Fixture *f, gconstpointer data) {
+        g_autofree char *out = NULL, *line = NULL, *port = NULL, *legend = NULL;
+        g_auto(GStrv) lines = NULL;
+        Bg *dmon, *vmon;
+        guint16 hp, gp;
+
+        g_free(vl_ok(f, "publish", "before", "127.0.0.1:0:80", "--guest=127.0.0.1"));
+        dmon = bg_start(f, CTL_ARGS("monitor"));
+        vmon = bg_start_via(f, VIA_VARLINK, CTL_ARGS("monitor"));
+        /* The first line comes once the subscription is in place: over varlink once the
+         * daemon said "initialized". It names the socket. */
+        legend = g_strdup_printf("Monitoring io.portpub.publisher1 on %s; press Ctrl-C to stop.\n",
+                                 f->daemon->varlink);
+        bg_wait_for(dmon, "Monitoring io.portpub.Publisher1; press Ctrl-C to stop.\n");
+        bg_wait_for(vmon, legend);
+
+        out = vl_ok(f, "publish", "mon", "127.0.0.1:0:80", "--guest=127.0.0.1");
+        lines = split_lines(out);
+        parse_published(lines[0], "tcp 127.0.0.1", &hp, &gp);
+        line = g_strdup_printf("PortPublished mon tcp 127.0.0.1:%u /io/portpub/Publisher1/port/", hp);
+        bg_wait_for(vmon, "SandboxNew mon /io/portpub/Publisher1/sandbox/mon\n");
+        bg_wait_for(vmon, line);
+
+        port = g_strdup_printf("127.0.0.1:%u", hp);
+        g_free(vl_ok(f, "unpublish", "mon", port));
+        g_free(line);
+        line = g_strdup_printf("PortUnpublished mon tcp 127.0.0.1:%u /io/portpub/Publisher1/port/",
+                               hp);
+        bg_wait_for(vmon, line);
+        bg_wait_for(vmon, " reason=request\n");
+        g_free(vl_ok(f, "remove", "mon", "before"));
+        bg_wait_for(vmon, "SandboxRemoved before /io/portpub/Publisher1/sandbox/before\n");
+        bg_wait_for(dmon, "SandboxRemoved before /io/portpub/Publisher1/sandbox/before\n");
+        bg_wait_for(vmon, " reason=sandbox-removed\n");
+
+        g_assert_cmpint(bg_stop(dmon), ==, 0);
+        g_assert_cmpint(bg_stop(vmon), ==, 0);
+        /* But for the first line, the same lines in the same order. */
+        g_assert_true(g_str_has_prefix(vmon->out->str, legend));
+        g_assert_cmpstr(vmon->out->str + strlen(legend), ==, strchr(dmon->out->str, '\n') + 1);
+        g_assert_null(strstr(vmon->out->str, "PortPublished before "));
+        bg_free(dmon);
+        bg_free(vmon);
+}
+
+/* When the daemon stops, the varlink monitor connects again to the one that comes back. */
+static void test_varlink_monitor_follows_restart(Fixture *f, gconstpointer data) {
+        g_autofree char *path = g_strdup(f->daemon->varlink);
+        g_autofree char *arg = g_strdup_printf("--varlink=%s", path);
+        const char *const args[] = { arg, NULL };
+        TestDaemonOptions o = { .extra_args = args };
+        Bg *vmon = bg_start_via(f, VIA_VARLINK, CTL_ARGS("monitor"));
+        BgWant w = { vmon, "SandboxNew after /io/portpub/Publisher1/sandbox/after\n" };
+
+        bg_wait_for(vmon, "; press Ctrl-C to stop.\n");
+        g_free(vl_ok(f, "publish", "early", "127.0.0.1:0:80", "--guest=127.0.0.1"));
+        bg_wait_for(vmon, "SandboxNew early ");
+
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        test_daemon_free(f->daemon);
+        f->daemon = test_daemon_start_full(f->bus, &o);
+        f->daemon->varlink = g_strdup(path);
+
+        /* It connects again within moments; until it has, what happens is not announced. */
+        for (int i = 0; i < 50 && !bg_has_text(&w); i++) {
+                g_free(vl_ok(f, "publish", "after", "127.0.0.1:0:80", "--guest=127.0.0.1"));
+                if (!test_wait_until(bg_has_text, &w, 200))
+                        g_free(vl_ok(f, "remove", "after"));
+        }
+        bg_wait_for(vmon, w.text);
+        g_assert_false(vmon->eof);
+        g_assert_cmpint(bg_stop(vmon), ==, 0);
+        bg_free(vmon);
+}
+
+static void test_varlink_bind_to_caller(Fixture *f, gconstpointer data) {
+        Bg *b2c = bg_start_via(f, VIA_VARLINK,
+                               CTL_ARGS("publish", "b2c", "0:80", "--guest=127.0.0.1",
+                                        "--bind-to-caller"));
+
+        /* It prints the ports and stays, holding its varlink connection and the ports. */
+        bg_wait_for(b2c, "tcp localhost:");
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_false(b2c->eof);
+        {
+                g_autofree char *list = ctl_both_ok(f, "--no-legend", "list");
+
+                g_assert_true(g_str_has_prefix(list, "b2c tcp localhost:"));
+        }
+
+        g_assert_cmpint(bg_stop(b2c), ==, 0);
+        bg_free(b2c);
+        /* Its connection is gone: the daemon drops the ports (reason caller-vanished); the
+         * sandbox stays. */
+        g_assert_true(test_wait_until(no_ports, f, 5000));
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+
+        /* The daemon closing the connection ends the ports too: portpubctl says so, exit 1. */
+        b2c = bg_start_via(f, VIA_VARLINK,
+                           CTL_ARGS("publish", "b2c", "0:80", "--guest=127.0.0.1",
+                                    "--bind-to-caller"));
+        bg_wait_for(b2c, "tcp localhost:");
+        g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
+        g_assert_cmpint(bg_end(b2c, FALSE), ==, 1);
+        bg_free(b2c);
+        test_daemon_free(f->daemon);
+        f->daemon = test_daemon_start(f->bus);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         signal(SIGPIPE, SIG_IGN);
@@ -791,6 +1228,12 @@ int main(int argc, char **argv) {
         ADD("daemon-errors", test_daemon_errors);
         ADD("monitor", test_monitor);
         ADD("bind-to-caller", test_bind_to_caller);
+        ADD("varlink/publish-list-show", test_varlink_publish_list_show);
+        ADD("varlink/unpublish-set-guest-remove", test_varlink_unpublish_set_guest_remove);
+        ADD("varlink/errors", test_varlink_errors);
+        ADD("varlink/monitor", test_varlink_monitor);
+        ADD("varlink/monitor-follows-restart", test_varlink_monitor_follows_restart);
+        ADD("varlink/bind-to-caller", test_varlink_bind_to_caller);
 #undef ADD
         return g_test_run();
 }

@@ -1,0 +1,697 @@
+/* portpubctl over D-Bus: io.portpub.Publisher1's Manager, Sandbox and Port objects */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <systemd/sd-bus.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "ctl.h"
+#include "time-util.h"
+
+#define MANAGER_INTERFACE "io.portpub.Publisher1.Manager"
+#define SANDBOX_INTERFACE "io.portpub.Publisher1.Sandbox"
+#define PORT_INTERFACE "io.portpub.Publisher1.Port"
+#define PROPERTIES_INTERFACE "org.freedesktop.DBus.Properties"
+
+typedef struct DBusDaemon {
+        Daemon daemon;
+        sd_bus *bus;
+} DBusDaemon;
+
+static sd_bus *bus_of(Daemon *d) {
+        return container_of(d, DBusDaemon, daemon)->bus;
+}
+
+static int log_create_error(int r) {
+        return log_error_errno(r, "Failed to create a bus message: %m");
+}
+
+static int log_parse_error(int r) {
+        return log_error_errno(r, "Failed to parse a bus message: %m");
+}
+
+/* Reports a failed call: the daemon's own message where it sent one, which names the sandbox and
+ * the port. */
+static int log_call_error(const sd_bus_error *error, int r, const char *what) {
+        if (sd_bus_error_is_set(error)) {
+                log_error_errno(0, "%s", error->message ? error->message : error->name);
+                return r < 0 ? r : -EIO;
+        }
+        return log_error_errno(r, "Failed to %s: %m", what);
+}
+
+static int call_manager(sd_bus *bus, const char *method, sd_bus_message **reply, const char *types,
+                        ...) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           method);
+        if (r < 0)
+                return log_create_error(r);
+        va_start(ap, types);
+        r = sd_bus_message_appendv(m, types, ap);
+        va_end(ap);
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_call(bus, m, 0, &error, reply);
+        if (r < 0)
+                return log_call_error(&error, r, "call the daemon");
+        return 0;
+}
+
+static int get_all(sd_bus *bus, const char *path, const char *interface, sd_bus_message **reply,
+                   sd_bus_error *error) {
+        return sd_bus_call_method(bus, BUS_NAME, path, PROPERTIES_INTERFACE, "GetAll", error, reply,
+                                  "s", interface);
+}
+
+/* Serves the bus until SIGINT or SIGTERM arrives on signal_fd. */
+static int bus_run_until_signal(sd_bus *bus, int signal_fd) {
+        int r;
+
+        for (;;) {
+                struct pollfd p[2] = {
+                        { .fd = signal_fd, .events = POLLIN },
+                        { .fd = -1 },
+                };
+                struct signalfd_siginfo si;
+                uint64_t until;
+                int timeout_ms;
+
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return log_error_errno(r, "Lost the bus connection: %m");
+                if (r > 0)
+                        continue;
+
+                p[1].fd = sd_bus_get_fd(bus);
+                if (p[1].fd < 0)
+                        return log_error_errno(p[1].fd, "Lost the bus connection: %m");
+                r = sd_bus_get_events(bus);
+                if (r < 0)
+                        return log_error_errno(r, "Lost the bus connection: %m");
+                p[1].events = (short) r;
+                r = sd_bus_get_timeout(bus, &until);
+                if (r < 0)
+                        return log_error_errno(r, "Lost the bus connection: %m");
+                timeout_ms = poll_timeout_ms(until);
+
+                if (poll(p, ELEMENTSOF(p), timeout_ms) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return log_error_errno(errno, "Failed to wait for the bus: %m");
+                }
+                if (p[0].revents & POLLIN) {
+                        if (read(signal_fd, &si, sizeof si) == (ssize_t) sizeof si)
+                                return 0;
+                }
+        }
+}
+
+/* list */
+
+/* The counters of one port; 0 when the port went away since it was listed. */
+static int get_port_counters(sd_bus *bus, const char *path, PortEntry *e) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        const char *name;
+        int r;
+
+        r = get_all(bus, path, PORT_INTERFACE, &reply, &error);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
+                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
+                        return 0;
+                return log_call_error(&error, r, "get the port's properties");
+        }
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r < 0)
+                        return log_parse_error(r);
+                if (strcmp(name, "ActiveSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &e->active_sessions);
+                else if (strcmp(name, "TotalSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &e->total_sessions);
+                else if (strcmp(name, "BytesToGuest") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &e->bytes_to_guest);
+                else if (strcmp(name, "BytesFromGuest") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &e->bytes_from_guest);
+                else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return log_parse_error(r);
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 1;
+}
+
+/* ListPorts, then the counters of each port from its object. */
+static int dbus_list_ports(Daemon *d, char *const *filter, size_t n_filter, PortList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus *bus = bus_of(d);
+        int r;
+
+        r = call_manager(bus, "ListPorts", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(sssqsqso)");
+        if (r < 0)
+                return log_parse_error(r);
+        for (;;) {
+                PortEntry e = {};
+
+                r = sd_bus_message_read(reply, "(sssqsqso)", &e.sandbox, &e.protocol,
+                                        &e.host_address, &e.host_port, &e.guest_address,
+                                        &e.guest_port, &e.state, &e.path);
+                if (r < 0)
+                        return log_parse_error(r);
+                if (r == 0)
+                        break;
+                if (!sandbox_selected(e.sandbox, filter, n_filter))
+                        continue;
+                r = get_port_counters(bus, e.path, &e);
+                if (r < 0)
+                        return r;
+                if (r == 0)
+                        continue; /* unpublished since it was listed */
+                r = port_list_add(ret, &e);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+/* sandboxes */
+
+static void strv_freep(char ***p) {
+        if (!*p)
+                return;
+        for (char **s = *p; *s; s++)
+                free(*s);
+        free(*p);
+}
+
+/* 0 when the sandbox went away since it was listed. */
+static int add_sandbox(sd_bus *bus, const char *id, const char *path, uint32_t n_ports,
+                       SandboxList *ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(strv_freep) char **l = NULL;
+        size_t n = 0;
+        int r;
+
+        r = sd_bus_get_property_strv(bus, BUS_NAME, path, SANDBOX_INTERFACE, "GuestAddresses",
+                                     &error, &l);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
+                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
+                        return 0;
+                return log_call_error(&error, r, "get the sandbox's guest addresses");
+        }
+        while (l && l[n])
+                n++;
+        return sandbox_list_add(ret, id, n_ports, (const char *const *) l, n);
+}
+
+static int dbus_list_sandboxes(Daemon *d, SandboxList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus *bus = bus_of(d);
+        const char *id, *path;
+        uint32_t n_ports;
+        int r;
+
+        r = call_manager(bus, "ListSandboxes", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(sou)");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_read(reply, "(sou)", &id, &path, &n_ports)) > 0) {
+                r = add_sandbox(bus, id, path, n_ports, ret);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 0;
+}
+
+/* publish, unpublish */
+
+static int append_options(sd_bus_message *m, const PublishArgs *a) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if (a->has_max_sessions) {
+                r = sd_bus_message_append(m, "{sv}", "MaxSessions", "u", a->max_sessions);
+                if (r < 0)
+                        return r;
+        }
+        if (a->has_idle_timeout) {
+                r = sd_bus_message_append(m, "{sv}", "IdleTimeoutUSec", "t", a->idle_timeout_usec);
+                if (r < 0)
+                        return r;
+        }
+        if (a->proxy_protocol) {
+                r = sd_bus_message_append(m, "{sv}", "ProxyProtocol", "s", a->proxy_protocol);
+                if (r < 0)
+                        return r;
+        }
+        if (a->bind_to_caller) {
+                r = sd_bus_message_append(m, "{sv}", "BindToCaller", "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        return sd_bus_message_close_container(m);
+}
+
+/* Appends the tuples of every range: (ssqq) with guest ports, else (ssq). */
+static int append_tuples(sd_bus_message *m, const PortRange *ranges, size_t n, bool with_guest) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', with_guest ? "(ssqq)" : "(ssq)");
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++)
+                for (unsigned k = 0; k < port_range_size(&ranges[i]); k++) {
+                        if (with_guest)
+                                r = sd_bus_message_append(m, "(ssqq)", ranges[i].protocol,
+                                                          ranges[i].host_address,
+                                                          port_range_host(&ranges[i], k),
+                                                          port_range_guest(&ranges[i], k));
+                        else
+                                r = sd_bus_message_append(m, "(ssq)", ranges[i].protocol,
+                                                          ranges[i].host_address,
+                                                          port_range_host(&ranges[i], k));
+                        if (r < 0)
+                                return r;
+                }
+        return sd_bus_message_close_container(m);
+}
+
+static int dbus_publish(Daemon *d, const PublishArgs *a, PublishedList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *sandbox_path, *protocol, *address, *path;
+        uint16_t host_port, guest_port;
+        sd_bus *bus = bus_of(d);
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "PublishPorts");
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_message_append(m, "s", a->sandbox);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "s");
+        for (size_t i = 0; r >= 0 && i < a->n_guests; i++)
+                r = sd_bus_message_append(m, "s", a->guests[i]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = append_tuples(m, a->ranges, a->n_ranges, true);
+        if (r >= 0)
+                r = append_options(m, a);
+        if (r < 0)
+                return log_create_error(r);
+
+        r = sd_bus_call(bus, m, 0, &error, &reply);
+        if (r < 0)
+                return log_call_error(&error, r, "publish");
+
+        r = sd_bus_message_read(reply, "o", &sandbox_path);
+        if (r < 0)
+                return log_parse_error(r);
+        r = sd_bus_message_enter_container(reply, 'a', "(ssqqo)");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_read(reply, "(ssqqo)", &protocol, &address, &host_port,
+                                        &guest_port, &path)) > 0) {
+                r = published_list_add(ret, protocol, address, host_port, guest_port, path);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 0;
+}
+
+static int dbus_unpublish(Daemon *d, const char *sandbox, const PortRange *ranges, size_t n) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus *bus = bus_of(d);
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "UnpublishPorts");
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_message_append(m, "s", sandbox);
+        if (r >= 0)
+                r = append_tuples(m, ranges, n, false);
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_call(bus, m, 0, &error, NULL);
+        if (r < 0)
+                return log_call_error(&error, r, "unpublish");
+        return 0;
+}
+
+static int dbus_remove_sandbox(Daemon *d, const char *sandbox) {
+        return call_manager(bus_of(d), "RemoveSandbox", NULL, "s", sandbox);
+}
+
+static int dbus_set_guest_addresses(Daemon *d, const char *sandbox, char **addresses) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        sd_bus *bus = bus_of(d);
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE,
+                                           "SetGuestAddresses");
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_message_append(m, "s", sandbox);
+        if (r >= 0)
+                r = sd_bus_message_append_strv(m, addresses);
+        if (r < 0)
+                return log_create_error(r);
+        r = sd_bus_call(bus, m, 0, &error, NULL);
+        if (r < 0)
+                return log_call_error(&error, r, "set the guest addresses");
+        return 0;
+}
+
+/* show */
+
+static bool type_is_basic(char type) {
+        return type != 0 && strchr("ybnqiuxtdsog", type);
+}
+
+/* A value format_value() can print whole: a basic type or an array of one. */
+static bool type_is_printable(char type, const char *contents) {
+        return type_is_basic(type) || (type == SD_BUS_TYPE_ARRAY && contents &&
+                                       strlen(contents) == 1 && type_is_basic(contents[0]));
+}
+
+/* Writes one value the way systemctl show does: arrays space-separated, booleans as yes/no. */
+static int format_value(sd_bus_message *m, char type, const char *contents, FILE *f) {
+        union {
+                uint8_t y;
+                int b;
+                int16_t n;
+                uint16_t q;
+                int32_t i;
+                uint32_t u;
+                int64_t x;
+                uint64_t t;
+                double d;
+                const char *s;
+        } v;
+        int r;
+
+        if (type == SD_BUS_TYPE_ARRAY) {
+                bool first = true;
+
+                r = sd_bus_message_enter_container(m, 'a', contents);
+                if (r < 0)
+                        return r;
+                while ((r = sd_bus_message_peek_type(m, NULL, NULL)) > 0) {
+                        if (!first)
+                                fputc(' ', f);
+                        first = false;
+                        r = format_value(m, contents[0], NULL, f);
+                        if (r < 0)
+                                return r;
+                }
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(m);
+        }
+        r = sd_bus_message_read_basic(m, type, &v);
+        if (r < 0)
+                return r;
+        switch (type) {
+        case 'y':
+                fprintf(f, "%u", v.y);
+                break;
+        case 'b':
+                fputs(v.b ? "yes" : "no", f);
+                break;
+        case 'n':
+                fprintf(f, "%d", v.n);
+                break;
+        case 'q':
+                fprintf(f, "%u", v.q);
+                break;
+        case 'i':
+                fprintf(f, "%" PRIi32, v.i);
+                break;
+        case 'u':
+                fprintf(f, "%" PRIu32, v.u);
+                break;
+        case 'x':
+                fprintf(f, "%" PRIi64, v.x);
+                break;
+        case 't':
+                fprintf(f, "%" PRIu64, v.t);
+                break;
+        case 'd':
+                fprintf(f, "%g", v.d);
+                break;
+        default:
+                fputs(v.s, f);
+                break;
+        }
+        return 0;
+}
+
+/* The value the message is at, as text. */
+static int format_value_text(sd_bus_message *m, char type, const char *contents, char **ret) {
+        _cleanup_free_ char *text = NULL;
+        size_t size;
+        FILE *f;
+        int r;
+
+        f = open_memstream(&text, &size);
+        if (!f)
+                return log_oom();
+        r = format_value(m, type, contents, f);
+        if (fclose(f) != 0)
+                return log_oom();
+        if (r < 0)
+                return log_parse_error(r);
+        *ret = TAKE_PTR(text);
+        return 0;
+}
+
+/* GetAll of path's interface: every property printed whole. */
+static int get_properties(sd_bus *bus, const char *path, const char *interface, PropertyList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *name, *contents;
+        char type;
+        int r;
+
+        r = get_all(bus, path, interface, &reply, &error);
+        if (r < 0)
+                return log_call_error(&error, r, "get the properties");
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_peek_type(reply, NULL, &contents);
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_enter_container(reply, 'v', contents);
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_peek_type(reply, &type, &contents);
+                if (r < 0)
+                        return log_parse_error(r);
+                /* Only values printed whole get a line; a struct or dict would be a half truth. */
+                if (type_is_printable(type, contents)) {
+                        char *value = NULL;
+
+                        r = format_value_text(reply, type, contents, &value);
+                        if (r < 0)
+                                return r;
+                        r = property_list_add(ret, name, value);
+                        if (r < 0)
+                                return r;
+                } else {
+                        r = sd_bus_message_skip(reply, NULL);
+                        if (r < 0)
+                                return log_parse_error(r);
+                }
+                r = sd_bus_message_exit_container(reply);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return log_parse_error(r);
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 0;
+}
+
+static int dbus_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus *bus = bus_of(d);
+        const char *path;
+        int r;
+
+        r = call_manager(bus, "GetPort", &reply, "ssq", port->protocol, port->host_address,
+                         port->host_first);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return log_parse_error(r);
+        return get_properties(bus, path, PORT_INTERFACE, ret);
+}
+
+static int dbus_show_daemon(Daemon *d, PropertyList *ret) {
+        return get_properties(bus_of(d), MANAGER_PATH, MANAGER_INTERFACE, ret);
+}
+
+/* monitor */
+
+typedef struct MonitorCallback {
+        monitor_event_t on_event;
+        void *userdata;
+} MonitorCallback;
+
+static int on_manager_signal(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        const char *member = sd_bus_message_get_member(m);
+        MonitorCallback *cb = userdata;
+        MonitorEvent e = {};
+        int r;
+
+        if (!member)
+                return 0;
+        if (strcmp(member, "PortPublished") == 0) {
+                e.type = MONITOR_PORT_PUBLISHED;
+                r = sd_bus_message_read(m, "sssqo", &e.sandbox, &e.protocol, &e.host_address,
+                                        &e.host_port, &e.path);
+        } else if (strcmp(member, "PortUnpublished") == 0) {
+                e.type = MONITOR_PORT_UNPUBLISHED;
+                r = sd_bus_message_read(m, "sssqos", &e.sandbox, &e.protocol, &e.host_address,
+                                        &e.host_port, &e.path, &e.reason);
+        } else if (strcmp(member, "SandboxNew") == 0) {
+                e.type = MONITOR_SANDBOX_NEW;
+                r = sd_bus_message_read(m, "so", &e.sandbox, &e.path);
+        } else if (strcmp(member, "SandboxRemoved") == 0) {
+                e.type = MONITOR_SANDBOX_REMOVED;
+                r = sd_bus_message_read(m, "so", &e.sandbox, &e.path);
+        } else
+                return 0;
+        if (r < 0) {
+                log_error_errno(r, "Failed to parse signal %s, ignoring: %m", member);
+                return 0;
+        }
+        cb->on_event(&e, cb->userdata);
+        return 0;
+}
+
+static int dbus_monitor(Daemon *d, int signal_fd, monitor_event_t on_event, void *userdata) {
+        MonitorCallback cb = { on_event, userdata };
+        sd_bus *bus = bus_of(d);
+        int r;
+
+        /* Synchronous: once it returns, the bus delivers every signal sent from here on. */
+        r = sd_bus_match_signal(bus, NULL, BUS_NAME, MANAGER_PATH, MANAGER_INTERFACE, NULL,
+                                on_manager_signal, &cb);
+        if (r < 0)
+                return log_error_errno(r, "Failed to subscribe to the daemon's signals: %m");
+        on_event(&(const MonitorEvent){ .type = MONITOR_READY }, userdata);
+        return bus_run_until_signal(bus, signal_fd);
+}
+
+static int dbus_hold(Daemon *d, int signal_fd) {
+        return bus_run_until_signal(bus_of(d), signal_fd);
+}
+
+static void dbus_free(Daemon *d) {
+        DBusDaemon *b = container_of(d, DBusDaemon, daemon);
+
+        sd_bus_flush_close_unref(b->bus);
+        free(b);
+}
+
+static const DaemonOps dbus_ops = {
+        .list_ports = dbus_list_ports,
+        .list_sandboxes = dbus_list_sandboxes,
+        .publish = dbus_publish,
+        .unpublish = dbus_unpublish,
+        .remove_sandbox = dbus_remove_sandbox,
+        .set_guest_addresses = dbus_set_guest_addresses,
+        .show_port = dbus_show_port,
+        .show_daemon = dbus_show_daemon,
+        .monitor = dbus_monitor,
+        .hold = dbus_hold,
+        .free = dbus_free,
+};
+
+int dbus_daemon_open(Daemon **ret, BusKind kind, const char *address, bool ask_password) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        DBusDaemon *b;
+        int r;
+
+        switch (kind) {
+        case BUS_SYSTEM:
+                r = sd_bus_open_system(&bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to connect to the system bus: %m");
+                break;
+        case BUS_USER:
+                r = sd_bus_open_user(&bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to connect to the user's bus: %m");
+                break;
+        case BUS_ADDRESS:
+                r = sd_bus_new(&bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to allocate a bus: %m");
+                r = sd_bus_set_address(bus, address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(bus, 1);
+                if (r >= 0)
+                        r = sd_bus_start(bus);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to connect to the bus at '%s': %m",
+                                               address);
+                break;
+        default:
+                abort();
+        }
+        r = sd_bus_set_allow_interactive_authorization(bus, ask_password);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the bus: %m");
+        b = calloc(1, sizeof *b);
+        if (!b)
+                return log_oom();
+        *b = (DBusDaemon){ .daemon = { .ops = &dbus_ops, .name = BUS_NAME }, .bus = TAKE_PTR(bus) };
+        *ret = &b->daemon;
+        return 0;
+}
