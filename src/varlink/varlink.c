@@ -510,6 +510,8 @@ static void listener_free(VarlinkServer *s, Listener *l) {
         free(l);
 }
 
+static void connection_write(VarlinkConnection *c);
+
 VarlinkServer *varlink_server_free(VarlinkServer *s) {
         if (!s)
                 return NULL;
@@ -522,6 +524,12 @@ VarlinkServer *varlink_server_free(VarlinkServer *s) {
         }
         ev_timer_stop(s->loop, &s->accept_retry);
 
+        /* What was queued last (a Monitor's final events at shutdown) goes out as far as the
+         * sockets take it without waiting. */
+        for (VarlinkConnection *c = s->connections, *next; c; c = next) {
+                next = c->next; /* a failed write moves c to the closing list */
+                connection_write(c);
+        }
         while (s->connections)
                 connection_close(s->connections);
         /* Cancel callbacks may close other connections: they join the list. */
