@@ -368,11 +368,42 @@ static int get_addresses(VarlinkCall *call, json_object *o, const char *key, boo
         return 0;
 }
 
-/* ports: []PortSpec (with_guest_port) or []PortKey. */
-static int get_ports(VarlinkCall *call, json_object *o, bool with_guest_port, ManagerRequestArgs *a) {
+/* One PortSpec (with_guest_port) or PortKey, named prefix in errors ("ports[1]", "port"). */
+static int get_port(VarlinkCall *call, json_object *p, const char *prefix, bool with_guest_port,
+                    PortSpec *ret) {
         static const char *const spec_fields[] = { "protocol", "hostAddress", "hostPort",
                                                    "guestPort", NULL };
         static const char *const key_fields[] = { "protocol", "hostAddress", "hostPort", NULL };
+        json_object *proto, *addr;
+        int64_t host_port = 0, guest_port = 0;
+        ManagerError e;
+        int r;
+
+        if (!json_object_is_type(p, json_type_object))
+                return invalid(call, prefix, "");
+        r = check_fields(call, p, prefix, with_guest_port ? spec_fields : key_fields);
+        if (r == 0)
+                r = get_field(call, p, prefix, "protocol", json_type_string, false, &proto);
+        if (r == 0 && strcmp(json_object_get_string(proto), "tcp") != 0 &&
+            strcmp(json_object_get_string(proto), "udp") != 0)
+                r = invalid(call, prefix, "protocol");
+        if (r == 0)
+                r = get_field(call, p, prefix, "hostAddress", json_type_string, false, &addr);
+        if (r == 0)
+                r = get_int(call, p, prefix, "hostPort", false, 0, 65535, NULL, &host_port);
+        if (r == 0 && with_guest_port)
+                r = get_int(call, p, prefix, "guestPort", false, 1, 65535, NULL, &guest_port);
+        if (r != 0)
+                return r;
+        if (manager_parse_port_spec(json_object_get_string(proto), json_object_get_string(addr),
+                                    (uint16_t) host_port, (uint16_t) guest_port, with_guest_port,
+                                    ret, &e) != 0)
+                return invalid(call, prefix, "hostAddress");
+        return 0;
+}
+
+/* ports: []PortSpec (with_guest_port) or []PortKey. */
+static int get_ports(VarlinkCall *call, json_object *o, bool with_guest_port, ManagerRequestArgs *a) {
         json_object *v;
         size_t n;
         int r;
@@ -388,33 +419,13 @@ static int get_ports(VarlinkCall *call, json_object *o, bool with_guest_port, Ma
         if (!a->specs)
                 return -ENOMEM;
         for (size_t i = 0; i < n; i++) {
-                json_object *p = json_object_array_get_idx(v, i), *proto, *addr;
-                int64_t host_port = 0, guest_port = 0;
                 char prefix[32];
-                ManagerError e;
 
                 (void) snprintf(prefix, sizeof prefix, "ports[%zu]", i);
-                if (!json_object_is_type(p, json_type_object))
-                        return invalid(call, prefix, "");
-                r = check_fields(call, p, prefix, with_guest_port ? spec_fields : key_fields);
-                if (r == 0)
-                        r = get_field(call, p, prefix, "protocol", json_type_string, false, &proto);
-                if (r == 0 && strcmp(json_object_get_string(proto), "tcp") != 0 &&
-                    strcmp(json_object_get_string(proto), "udp") != 0)
-                        r = invalid(call, prefix, "protocol");
-                if (r == 0)
-                        r = get_field(call, p, prefix, "hostAddress", json_type_string, false, &addr);
-                if (r == 0)
-                        r = get_int(call, p, prefix, "hostPort", false, 0, 65535, NULL, &host_port);
-                if (r == 0 && with_guest_port)
-                        r = get_int(call, p, prefix, "guestPort", false, 1, 65535, NULL, &guest_port);
+                r = get_port(call, json_object_array_get_idx(v, i), prefix, with_guest_port,
+                             &a->specs[i]);
                 if (r != 0)
                         return r;
-                if (manager_parse_port_spec(json_object_get_string(proto),
-                                            json_object_get_string(addr), (uint16_t) host_port,
-                                            (uint16_t) guest_port, with_guest_port, &a->specs[i],
-                                            &e) != 0)
-                        return invalid(call, prefix, "hostAddress");
                 a->n_specs++;
         }
         return 0;
@@ -653,52 +664,30 @@ static int method_get_sandbox(VarlinkCall *call, json_object *params, unsigned f
 static int method_get_port(VarlinkCall *call, json_object *params, unsigned flags, void *userdata) {
         static const char *const fields[] = { "port", NULL };
         Publisher1 *f = userdata;
-        ManagerRequestArgs a = {};
-        json_object *port, *wrap;
+        json_object *port;
+        PortSpec key = {};
         Port *p;
         int r;
 
         r = check_fields(call, params, "", fields);
         if (r == 0)
                 r = get_field(call, params, "", "port", json_type_object, false, &port);
+        if (r == 0)
+                r = get_port(call, port, "port", false, &key);
         if (r != 0)
                 return r < 0 ? r : 0;
-        /* One PortKey: read it as a one-element ports list, so paths come out as "port.x". */
-        wrap = json_object_new_object();
-        if (!wrap)
-                return -ENOMEM;
-        {
-                json_object *list = json_object_new_array();
-
-                if (!list || json_object_array_add(list, json_object_get(port)) < 0 ||
-                    json_object_object_add(wrap, "ports", list) < 0) {
-                        json_object_put(list);
-                        json_object_put(wrap);
-                        return -ENOMEM;
-                }
-        }
-        r = get_ports(call, wrap, false, &a);
-        json_object_put(wrap);
-        if (r != 0) {
-                args_clear(&a);
-                return r < 0 ? r : 0;
-        }
-        p = manager_find_port(f->manager, a.specs[0].proto, a.specs[0].host_address,
-                              a.specs[0].host_port);
+        p = manager_find_port(f->manager, key.proto, key.host_address, key.host_port);
         if (!p) {
                 json_object *o = json_object_new_object();
-                json_object *key = port_key_to_json(a.specs[0].proto, a.specs[0].host_address,
-                                                    a.specs[0].host_port);
+                json_object *k = port_key_to_json(key.proto, key.host_address, key.host_port);
 
-                args_clear(&a);
-                if (!o || !key || json_object_object_add(o, "port", key) < 0) {
+                if (!o || !k || json_object_object_add(o, "port", k) < 0) {
                         json_object_put(o);
-                        json_object_put(key);
+                        json_object_put(k);
                         return -ENOMEM;
                 }
                 return varlink_call_reply_error(call, ERROR("NoSuchPort"), o);
         }
-        args_clear(&a);
         return reply_one(call, "port", port_to_json(p));
 }
 
