@@ -555,70 +555,75 @@ static int finish_parse(VarlinkCall *call, ManagerRequestArgs *a, int r) {
         return r < 0 ? r : 0;
 }
 
-static int method_publish_ports(VarlinkCall *call, json_object *params, unsigned flags,
-                                void *userdata) {
-        static const char *const fields[] = { "sandbox", "guestAddresses", "ports", "options", NULL };
+/* What a mutating method reads, in this order after its sandbox id. */
+typedef struct VlMutation {
+        ManagerRequestType type;
+        const char *const *fields; /* every field it has */
+        const char *addresses; /* the field of its guest addresses, or NULL */
+        bool addresses_optional;
+        bool ports; /* []PortSpec with ports_guest_port, else []PortKey */
+        bool ports_guest_port;
+        bool options;
+} VlMutation;
+
+static int mutate(VarlinkCall *call, json_object *params, void *userdata, const VlMutation *how) {
         ManagerRequestArgs a = {};
         int r;
 
-        r = check_fields(call, params, "", fields);
+        r = check_fields(call, params, "", how->fields);
         if (r == 0)
                 r = get_sandbox_id(call, params, "sandbox", &a);
-        if (r == 0)
-                r = get_addresses(call, params, "guestAddresses", true, &a);
-        if (r == 0)
-                r = get_ports(call, params, true, &a);
-        if (r == 0)
+        if (r == 0 && how->addresses)
+                r = get_addresses(call, params, how->addresses, how->addresses_optional, &a);
+        if (r == 0 && how->ports)
+                r = get_ports(call, params, how->ports_guest_port, &a);
+        if (r == 0 && how->options)
                 r = get_options(call, params, &a);
         if (r != 0)
                 return finish_parse(call, &a, r);
-        return submit(userdata, call, MANAGER_REQUEST_PUBLISH, &a);
+        return submit(userdata, call, how->type, &a);
+}
+
+static int method_publish_ports(VarlinkCall *call, json_object *params, unsigned flags,
+                                void *userdata) {
+        static const char *const fields[] = { "sandbox", "guestAddresses", "ports", "options", NULL };
+        static const VlMutation how = { .type = MANAGER_REQUEST_PUBLISH,
+                                        .fields = fields,
+                                        .addresses = "guestAddresses",
+                                        .addresses_optional = true,
+                                        .ports = true,
+                                        .ports_guest_port = true,
+                                        .options = true };
+
+        return mutate(call, params, userdata, &how);
 }
 
 static int method_unpublish_ports(VarlinkCall *call, json_object *params, unsigned flags,
                                   void *userdata) {
         static const char *const fields[] = { "sandbox", "ports", NULL };
-        ManagerRequestArgs a = {};
-        int r;
+        static const VlMutation how = { .type = MANAGER_REQUEST_UNPUBLISH,
+                                        .fields = fields,
+                                        .ports = true };
 
-        r = check_fields(call, params, "", fields);
-        if (r == 0)
-                r = get_sandbox_id(call, params, "sandbox", &a);
-        if (r == 0)
-                r = get_ports(call, params, false, &a);
-        if (r != 0)
-                return finish_parse(call, &a, r);
-        return submit(userdata, call, MANAGER_REQUEST_UNPUBLISH, &a);
+        return mutate(call, params, userdata, &how);
 }
 
 static int method_remove_sandbox(VarlinkCall *call, json_object *params, unsigned flags,
                                  void *userdata) {
         static const char *const fields[] = { "sandbox", NULL };
-        ManagerRequestArgs a = {};
-        int r;
+        static const VlMutation how = { .type = MANAGER_REQUEST_REMOVE_SANDBOX, .fields = fields };
 
-        r = check_fields(call, params, "", fields);
-        if (r == 0)
-                r = get_sandbox_id(call, params, "sandbox", &a);
-        if (r != 0)
-                return finish_parse(call, &a, r);
-        return submit(userdata, call, MANAGER_REQUEST_REMOVE_SANDBOX, &a);
+        return mutate(call, params, userdata, &how);
 }
 
 static int method_set_guest_addresses(VarlinkCall *call, json_object *params, unsigned flags,
                                       void *userdata) {
         static const char *const fields[] = { "sandbox", "addresses", NULL };
-        ManagerRequestArgs a = {};
-        int r;
+        static const VlMutation how = { .type = MANAGER_REQUEST_SET_GUEST_ADDRESSES,
+                                        .fields = fields,
+                                        .addresses = "addresses" };
 
-        r = check_fields(call, params, "", fields);
-        if (r == 0)
-                r = get_sandbox_id(call, params, "sandbox", &a);
-        if (r == 0)
-                r = get_addresses(call, params, "addresses", false, &a);
-        if (r != 0)
-                return finish_parse(call, &a, r);
-        return submit(userdata, call, MANAGER_REQUEST_SET_GUEST_ADDRESSES, &a);
+        return mutate(call, params, userdata, &how);
 }
 
 /* Reads */
