@@ -354,11 +354,14 @@ static void forget_caller(Caller *caller, void *userdata) {
         manager_caller_gone(userdata, caller);
 }
 
-/* Makes the directory of path when it is missing (one level: its parent must exist). */
-static int make_parent_directory(const char *path, mode_t mode) {
+/* Makes the directory of path when it is missing (one level: its parent must exist). ret_dir
+ * (optional) gets that directory, or NULL for a path right under / (nothing to make). */
+static int make_parent_directory(const char *path, mode_t mode, char **ret_dir) {
         _cleanup_free_ char *dir = strdup(path);
         char *slash;
 
+        if (ret_dir)
+                *ret_dir = NULL;
         if (!dir)
                 return log_oom();
         slash = strrchr(dir, '/');
@@ -367,6 +370,8 @@ static int make_parent_directory(const char *path, mode_t mode) {
         *slash = 0;
         if (mkdir(dir, mode) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Failed to create %s: %m", dir);
+        if (ret_dir)
+                *ret_dir = TAKE_PTR(dir);
         return 0;
 }
 
@@ -432,7 +437,7 @@ static int setup_varlink(Context *c) {
         }
         if (!path)
                 return log_oom();
-        r = make_parent_directory(path, arg_bus == BUS_USER ? 0700 : 0755);
+        r = make_parent_directory(path, arg_bus == BUS_USER ? 0700 : 0755, NULL);
         if (r < 0)
                 return r;
         /* Everyone may connect and read; the daemon decides who may change what (or, on the
@@ -451,7 +456,6 @@ static int setup_varlink(Context *c) {
 static int setup_state_file(Context *c) {
         _cleanup_free_ char *path = NULL, *dir = NULL;
         const char *runtime;
-        char *slash;
         int r;
 
         if (arg_state_file && arg_state_file[0] == 0)
@@ -471,18 +475,12 @@ static int setup_state_file(Context *c) {
         }
         if (!path)
                 return log_oom();
-        dir = strdup(path);
-        if (!dir)
-                return log_oom();
-        slash = strrchr(dir, '/');
-        if (slash && slash != dir) {
-                *slash = 0;
-                /* The user's runtime directory is the user's alone. */
-                if (mkdir(dir, arg_bus == BUS_USER ? 0700 : 0755) < 0 && errno != EEXIST)
-                        return log_error_errno(errno, "Failed to create %s: %m", dir);
-        }
+        /* The user's runtime directory is the user's alone. */
+        r = make_parent_directory(path, arg_bus == BUS_USER ? 0700 : 0755, &dir);
+        if (r < 0)
+                return r;
         if (arg_run_as) {
-                r = run_as_chown(&c->run_as, dir);
+                r = dir ? run_as_chown(&c->run_as, dir) : 0;
                 if (r >= 0)
                         r = run_as_chown(&c->run_as, path);
                 if (r < 0)
