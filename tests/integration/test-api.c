@@ -426,7 +426,7 @@ static void test_malformed_inputs(Fixture *f, gconstpointer data) {
                 const BadCall *c = &bad_calls[i];
                 g_autofree char *name = NULL, *msg = NULL;
                 g_autoptr(GError) error = NULL;
-                GVariant *params = g_variant_parse(NULL, c->params, NULL, NULL, &error);
+                g_autoptr(GVariant) params = g_variant_parse(NULL, c->params, NULL, NULL, &error);
 
                 g_assert_no_error(error);
                 if (strcmp(c->error, "InvalidArgs") == 0)

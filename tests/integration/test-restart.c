@@ -136,7 +136,11 @@ static gboolean path_exists(Fixture *f, const char *path) {
                                         "org.freedesktop.DBus.Properties", "GetAll",
                                         g_variant_new("(s)", TEST_PORT_IFACE), NULL,
                                         G_DBUS_CALL_FLAGS_NONE, 5000, NULL, NULL);
-        return v && g_variant_n_children(g_variant_get_child_value(v, 0)) > 0;
+        if (!v)
+                return FALSE;
+        g_autoptr(GVariant) properties = g_variant_get_child_value(v, 0);
+
+        return g_variant_n_children(properties) > 0;
 }
 
 typedef struct PathWait {

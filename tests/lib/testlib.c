@@ -20,8 +20,18 @@ static void die_with_parent(gpointer data) {
         (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
+gboolean test_under_valgrind(void) {
+        const char *e = g_getenv("PORTPUB_TEST_VALGRIND");
+
+        return e && e[0] && !g_str_equal(e, "0");
+}
+
+guint test_scaled_ms(guint ms) {
+        return test_under_valgrind() ? ms * 20 : ms;
+}
+
 gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status) {
-        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + (gint64) test_scaled_ms(timeout_ms) * 1000;
 
         for (;;) {
                 if (waitpid(pid, ret_status, WNOHANG) == pid)
@@ -53,7 +63,7 @@ static const char shared_bus_config[] =
 
 /* Reads the one line dbus-daemon prints for --print-address; NULL on timeout or EOF. */
 static char *read_address_line(int fd, guint timeout_ms) {
-        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + (gint64) test_scaled_ms(timeout_ms) * 1000;
         char buf[1024];
         size_t n = 0;
 
@@ -201,6 +211,19 @@ TestDaemon *test_daemon_spawn_full(TestBus *b, const TestDaemonOptions *o) {
         } else
                 envp = g_environ_unsetenv(envp, "NOTIFY_SOCKET");
 
+        if (test_under_valgrind()) {
+                /* Under memcheck as well; an error or a definite leak is exit status 99. */
+                char *valgrind = g_find_program_in_path("valgrind");
+
+                g_assert_nonnull(valgrind);
+                g_ptr_array_add(argv, valgrind);
+                g_ptr_array_add(argv, g_strdup("--quiet"));
+                g_ptr_array_add(argv, g_strdup("--error-exitcode=99"));
+                g_ptr_array_add(argv, g_strdup("--leak-check=full"));
+                g_ptr_array_add(argv, g_strdup("--errors-for-leak-kinds=definite"));
+                g_ptr_array_add(argv, g_strdup("--show-leak-kinds=definite"));
+                g_ptr_array_add(argv, g_strdup("--num-callers=30"));
+        }
         g_ptr_array_add(argv, g_strdup(daemon_path()));
         if (o->user_bus) {
                 /* sd_bus_open_user() finds the user's bus there. */
@@ -246,14 +269,15 @@ gboolean test_name_has_owner(TestBus *b) {
         v = g_dbus_connection_call_sync(b->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
                                         "org.freedesktop.DBus", "NameHasOwner",
                                         g_variant_new("(s)", TEST_BUS_NAME), G_VARIANT_TYPE("(b)"),
-                                        G_DBUS_CALL_FLAGS_NONE, 2000, NULL, NULL);
+                                        G_DBUS_CALL_FLAGS_NONE, (int) test_scaled_ms(2000), NULL,
+                                        NULL);
         if (v)
                 g_variant_get(v, "(b)", &owned);
         return owned;
 }
 
 gboolean test_daemon_wait(TestDaemon *d, guint timeout_ms) {
-        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + (gint64) test_scaled_ms(timeout_ms) * 1000;
         int status;
 
         if (d->pid <= 0)
@@ -274,7 +298,7 @@ gboolean test_daemon_wait(TestDaemon *d, guint timeout_ms) {
 }
 
 gboolean test_daemon_wait_for_name(TestDaemon *d, guint timeout_ms) {
-        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + (gint64) test_scaled_ms(timeout_ms) * 1000;
 
         while (g_get_monotonic_time() < deadline) {
                 if (test_name_has_owner(d->bus))
@@ -307,12 +331,20 @@ int test_daemon_stop(TestDaemon *d) {
                         g_assert_true(test_daemon_wait(d, 5000));
                 }
         }
+        if (test_under_valgrind())
+                g_assert_cmpint(d->exit_status, !=, 99); /* memcheck found errors */
         return d->exit_status;
 }
 
 void test_daemon_free(TestDaemon *d) {
         if (!d)
                 return;
+        if (d->pid > 0 && test_under_valgrind()) {
+                /* Let it exit on its own, for memcheck's verdict on leaks. */
+                kill(d->pid, SIGTERM);
+                if (test_daemon_wait(d, 5000))
+                        g_assert_cmpint(d->exit_status, !=, 99);
+        }
         if (d->pid > 0) {
                 kill(d->pid, SIGKILL);
                 (void) test_daemon_wait(d, 5000);
@@ -339,7 +371,7 @@ gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint ti
         struct pollfd p = { .fd = d->notify_fd, .events = POLLIN };
         ssize_t n;
 
-        if (poll(&p, 1, (int) timeout_ms) <= 0)
+        if (poll(&p, 1, (int) test_scaled_ms(timeout_ms)) <= 0)
                 return FALSE;
         n = recv(d->notify_fd, buf, size - 1, 0);
         if (n < 0)
@@ -349,7 +381,7 @@ gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint ti
 }
 
 gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms) {
-        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+        gint64 deadline = g_get_monotonic_time() + (gint64) test_scaled_ms(timeout_ms) * 1000;
 
         while (!cond(data)) {
                 if (g_get_monotonic_time() >= deadline)
@@ -364,7 +396,8 @@ GVariant *test_call(TestBus *b, const char *path, const char *iface, const char 
                     GVariant *params, const char *reply_type, GError **error) {
         return g_dbus_connection_call_sync(b->conn, TEST_BUS_NAME, path, iface, method, params,
                                            reply_type ? G_VARIANT_TYPE(reply_type) : NULL,
-                                           G_DBUS_CALL_FLAGS_NONE, 10000, NULL, error);
+                                           G_DBUS_CALL_FLAGS_NONE, (int) test_scaled_ms(10000),
+                                           NULL, error);
 }
 
 char *test_call_expect_error(TestBus *b, const char *path, const char *iface, const char *method,
@@ -391,7 +424,8 @@ GVariant *test_get_property(TestBus *b, const char *path, const char *iface, con
         v = g_dbus_connection_call_sync(b->conn, TEST_BUS_NAME, path,
                                         "org.freedesktop.DBus.Properties", "Get",
                                         g_variant_new("(ss)", iface, name), G_VARIANT_TYPE("(v)"),
-                                        G_DBUS_CALL_FLAGS_NONE, 10000, NULL, &error);
+                                        G_DBUS_CALL_FLAGS_NONE, (int) test_scaled_ms(10000), NULL,
+                                        &error);
         g_assert_no_error(error);
         g_variant_get(v, "(v)", &inner);
         return inner;
@@ -463,7 +497,7 @@ int test_tcp_connect(const char *addr, guint16 port, guint timeout_ms) {
                         return -errno;
                 }
                 p = (struct pollfd){ .fd = fd, .events = POLLOUT };
-                if (poll(&p, 1, (int) timeout_ms) <= 0) {
+                if (poll(&p, 1, (int) test_scaled_ms(timeout_ms)) <= 0) {
                         close(fd);
                         return -ETIMEDOUT;
                 }
@@ -614,7 +648,7 @@ void test_echo_free(TestEcho *e) {
 }
 
 static void set_timeouts(int fd) {
-        struct timeval tv = { .tv_sec = 10 };
+        struct timeval tv = { .tv_sec = test_scaled_ms(10000) / 1000 };
 
         (void) setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         (void) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);

@@ -66,6 +66,12 @@ gboolean test_daemon_wait(TestDaemon *d, guint timeout_ms);
 int test_daemon_stop(TestDaemon *d);
 void test_daemon_free(TestDaemon *d);
 
+/* Whether the suite runs under memcheck (meson test --setup valgrind sets PORTPUB_TEST_VALGRIND):
+ * the harness starts portpubd under it too, and waits stretch. */
+gboolean test_under_valgrind(void);
+/* A wait of ms, stretched 20 times under valgrind. */
+guint test_scaled_ms(guint ms);
+
 /* Reads one notify datagram into buf; FALSE on timeout. */
 gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint timeout_ms);
 

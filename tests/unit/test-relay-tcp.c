@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "relay-tcp.h"
+#include "testlib.h"
 
 #define TIMEOUT_MS 10000
 #define MiB (1024u * 1024u)
@@ -1246,6 +1247,11 @@ static void test_out_of_fds(bool for_guest_socket) {
         RelayStats st;
         int client, guest;
 
+        if (test_under_valgrind()) {
+                /* memcheck keeps descriptors of its own under the limit the test lowers. */
+                g_test_skip("fd limits do not apply as set under valgrind");
+                return;
+        }
         g_assert_cmpint(getrlimit(RLIMIT_NOFILE, &saved), ==, 0);
         setup_start(&s, AF_INET, AF_INET, NULL);
 
