@@ -402,7 +402,7 @@ static void test_bad_command_lines(Fixture *f, gconstpointer data) {
                 "70000:80",
                 "80:0",
                 "[127.0.0.1]:80:80",
-                "80",
+                "80-",
                 "1:2:3:4",
                 "9000-8000:1-1001",
                 "[::1:80:80",
