@@ -54,57 +54,13 @@ static GPtrArray *ctl_argv(Fixture *f, Via via, const char *const *args) {
 
 /* Running portpubctl to its end */
 
-typedef struct Outcome {
-        gboolean done;
-        char *out, *err;
-        GError *error;
-} Outcome;
-
-static void on_communicated(GObject *source, GAsyncResult *res, gpointer data) {
-        Outcome *o = data;
-
-        g_subprocess_communicate_utf8_finish(G_SUBPROCESS(source), res, &o->out, &o->err, &o->error);
-        o->done = TRUE;
-}
-
-static gboolean outcome_done(gpointer data) {
-        return ((Outcome *) data)->done;
-}
-
 /* Runs portpubctl --address=BUS (or --varlink=SOCKET) ARGS... with a bounded wait; returns the
  * exit status, or minus the signal that ended it. stdout and stderr go to *ret_out and *ret_err
  * (g_free them). */
 static int run_ctl(Fixture *f, Via via, char **ret_out, char **ret_err, const char *const *args) {
         g_autoptr(GPtrArray) argv = ctl_argv(f, via, args);
-        g_autoptr(GSubprocess) proc = NULL;
-        g_autoptr(GError) error = NULL;
-        Outcome o = {};
-        int status;
 
-        proc = g_subprocess_newv((const char *const *) argv->pdata,
-                                 G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                                 &error);
-        g_assert_no_error(error);
-        /* Completes once the process exited and both pipes are drained. */
-        g_subprocess_communicate_utf8_async(proc, NULL, NULL, on_communicated, &o);
-        if (!test_wait_until(outcome_done, &o, CTL_TIMEOUT_MS)) {
-                g_subprocess_force_exit(proc);
-                (void) test_wait_until(outcome_done, &o, 5000);
-                g_error("portpubctl %s did not finish in time", args[0]);
-        }
-        g_assert_no_error(o.error);
-        g_assert_true(g_subprocess_wait(proc, NULL, &error));
-        status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc)
-                                                  : -g_subprocess_get_term_sig(proc);
-        if (ret_out)
-                *ret_out = o.out;
-        else
-                g_free(o.out);
-        if (ret_err)
-                *ret_err = o.err;
-        else
-                g_free(o.err);
-        return status;
+        return test_run((const char *const *) argv->pdata, NULL, CTL_TIMEOUT_MS, ret_out, ret_err);
 }
 
 #define CTL_ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
