@@ -630,6 +630,58 @@ static void test_options_and_forms(Fixture *f, gconstpointer data) {
         test_echo_free(uecho);
 }
 
+/* docker run -p's forms without a host port publish ports the kernel picks, one for each guest
+ * port of a range; --idle-timeout= takes systemd's time spans. */
+static void test_kernel_picked_forms(Fixture *f, gconstpointer data) {
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, NULL);
+        g_autofree char *bare = g_strdup_printf("%u", test_echo_port(echo));
+        g_autofree char *out = NULL, *show = NULL, *port = NULL;
+        g_auto(GStrv) lines = NULL;
+        guint16 host[6], guest;
+
+        out = ctl_ok(f, "publish", "kp", bare, ":9001-9002", "127.0.0.1::9003-9004/udp",
+                     "[::1]::9005", "--guest=127.0.0.1", "--idle-timeout=1h30min");
+        lines = split_lines(out);
+        g_assert_cmpuint(g_strv_length(lines), ==, 6);
+        parse_published(lines[0], "tcp localhost", &host[0], &guest);
+        g_assert_cmpuint(guest, ==, test_echo_port(echo));
+        parse_published(lines[1], "tcp localhost", &host[1], &guest);
+        g_assert_cmpuint(guest, ==, 9001);
+        parse_published(lines[2], "tcp localhost", &host[2], &guest);
+        g_assert_cmpuint(guest, ==, 9002);
+        parse_published(lines[3], "udp 127.0.0.1", &host[3], &guest);
+        g_assert_cmpuint(guest, ==, 9003);
+        parse_published(lines[4], "udp 127.0.0.1", &host[4], &guest);
+        g_assert_cmpuint(guest, ==, 9004);
+        parse_published(lines[5], "tcp [::1]", &host[5], &guest);
+        g_assert_cmpuint(guest, ==, 9005);
+        /* Each tuple got a port of its own. */
+        g_assert_cmpuint(host[1], !=, host[2]);
+        g_assert_cmpuint(host[3], !=, host[4]);
+        g_assert_cmpuint(n_ports(f), ==, 6);
+
+        /* The bare guest port relays like 0:PORT does. */
+        roundtrip_via("127.0.0.1", host[0], "bare", "bare");
+
+        port = g_strdup_printf("127.0.0.1:%u/udp", host[3]);
+        show = ctl_ok(f, "show", port);
+        assert_has_line(show, "IdleTimeoutUSec=5400000000");
+
+        /* A time span the parser refuses never reaches the daemon. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *o =
+                        ctl_expect(f, 2, &err,
+                                   CTL_ARGS("publish", "kp", "80", "--idle-timeout=5 parsecs"));
+
+                g_assert_cmpstr(err, ==,
+                                "portpubctl: Invalid --idle-timeout='5 parsecs': unknown unit 'parsecs', "
+                                "expected us, ms, s, min, h, d, w, M or y.\n");
+                g_assert_cmpuint(n_ports(f), ==, 6);
+        }
+        test_echo_free(echo);
+}
+
 static void test_unpublish_set_guest_remove(Fixture *f, gconstpointer data) {
         guint16 base = find_free_ports(4);
         g_autofree char *spec = g_strdup_printf("%u-%u:%u-%u", base, base + 3, 9000, 9003);
@@ -1180,6 +1232,7 @@ int main(int argc, char **argv) {
         ADD("bad-command-lines", test_bad_command_lines);
         ADD("publish-list-show", test_publish_list_show);
         ADD("options-and-forms", test_options_and_forms);
+        ADD("kernel-picked-forms", test_kernel_picked_forms);
         ADD("unpublish-set-guest-remove", test_unpublish_set_guest_remove);
         ADD("daemon-errors", test_daemon_errors);
         ADD("monitor", test_monitor);
