@@ -11,10 +11,7 @@
 #include <stdint.h>
 
 #include "macro.h"
-
-/* The daemon takes at most this many tuples in one call; a bigger range would only fail there,
- * after the whole message was built and sent. */
-#define TUPLES_PER_CALL_MAX 1024U
+#include "spec.h"
 
 /* Messages */
 
@@ -24,27 +21,6 @@ int log_error_errno(int error, const char *format, ...) _printf_(2, 3);
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
 
 /* What is asked */
-
-/* One SPEC of the command line: a run of consecutive host ports to a run of guest ports. */
-typedef struct PortRange {
-        const char *protocol;
-        char host_address[INET6_ADDRSTRLEN];
-        uint16_t host_first, host_last;
-        uint16_t guest_first, guest_last; /* 0 for specs without a guest port */
-} PortRange;
-
-static inline unsigned port_range_size(const PortRange *p) {
-        return (unsigned) (p->host_last - p->host_first) + 1;
-}
-
-/* The k-th tuple of a range: host port 0 stays 0, for the kernel to pick. */
-static inline uint16_t port_range_host(const PortRange *p, unsigned k) {
-        return p->host_first == 0 ? 0 : (uint16_t) (p->host_first + k);
-}
-
-static inline uint16_t port_range_guest(const PortRange *p, unsigned k) {
-        return (uint16_t) (p->guest_first + k);
-}
 
 typedef struct PublishArgs {
         const char *sandbox;

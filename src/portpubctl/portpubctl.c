@@ -57,149 +57,22 @@ int log_error_errno(int error, const char *format, ...) {
 
 /* Parsing the command line */
 
-/* Parses a decimal number without sign or spaces, 0 to max. */
-static int parse_number(const char *s, size_t len, uint64_t max, uint64_t *ret) {
-        uint64_t v = 0;
+/* Prints what a parser of spec.c found wrong: exit 2 then. */
+static int log_parse_error(int r, char *error) {
+        _cleanup_free_ char *m = error;
 
-        if (len == 0)
-                return -EINVAL;
-        for (size_t i = 0; i < len; i++) {
-                if (s[i] < '0' || s[i] > '9')
-                        return -EINVAL;
-                if (v > (max - (uint64_t) (s[i] - '0')) / 10)
-                        return -ERANGE;
-                v = v * 10 + (uint64_t) (s[i] - '0');
-        }
-        *ret = v;
-        return 0;
-}
-
-/* "N" or "N-M", N <= M, every port 0 to 65535; a range may not include 0. */
-static int parse_port_range(const char *s, size_t len, uint16_t *ret_first, uint16_t *ret_last) {
-        const char *dash = memchr(s, '-', len);
-        uint64_t first, last;
-
-        if (!dash) {
-                if (parse_number(s, len, UINT16_MAX, &first) < 0)
-                        return -EINVAL;
-                last = first;
-        } else if (parse_number(s, (size_t) (dash - s), UINT16_MAX, &first) < 0 ||
-                   parse_number(dash + 1, len - (size_t) (dash - s) - 1, UINT16_MAX, &last) < 0 ||
-                   first == 0 || first > last)
-                return -EINVAL;
-        *ret_first = (uint16_t) first;
-        *ret_last = (uint16_t) last;
-        return 0;
-}
-
-/* Parses "[HOST_ADDR:]HOST_PORT:GUEST_PORT[/PROTO]" (with_guest) or "[HOST_ADDR:]HOST_PORT[/PROTO]",
- * ports or equal-length ranges "N-M". HOST_ADDR is a literal IPv4 address, "[IPv6]", "*", or
- * "localhost" (the daemon's "": loopback of both families), which is also what an omitted one
- * means. Reports what is wrong, quoting spec. */
-static int parse_spec(const char *spec, bool with_guest, PortRange *ret) {
-        _cleanup_free_ char *s = strdup(spec);
-        const char *ports, *guest, *want;
-        PortRange p = { .protocol = "tcp" };
-        char *slash, *colon;
-        size_t n_colons = 0;
-
-        if (!s)
+        if (r == -ENOMEM || !m)
                 return log_oom();
-        want = with_guest ? "[HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp]"
-                          : "[HOST_ADDR:]HOST_PORT[/tcp|/udp]";
-
-        slash = strrchr(s, '/');
-        if (slash) {
-                *slash = 0;
-                if (strcmp(slash + 1, "tcp") == 0)
-                        p.protocol = "tcp";
-                else if (strcmp(slash + 1, "udp") == 0)
-                        p.protocol = "udp";
-                else
-                        return log_usage("Invalid port spec '%s': protocol '%s', expected tcp or udp.",
-                                         spec, slash + 1);
-        }
-
-        if (s[0] == '[') {
-                char *close = strchr(s, ']');
-                struct in6_addr a6;
-
-                if (!close || close[1] != ':')
-                        return log_usage(
-                                "Invalid port spec '%s': expected '[IPV6]:' before the port, as in %s.",
-                                spec, want);
-                *close = 0;
-                if (inet_pton(AF_INET6, s + 1, &a6) != 1)
-                        return log_usage("Invalid port spec '%s': '%s' is not an IPv6 address.",
-                                         spec, s + 1);
-                snprintf(p.host_address, sizeof p.host_address, "%s", s + 1);
-                ports = close + 2;
-        } else {
-                for (const char *c = s; *c; c++)
-                        n_colons += *c == ':';
-                if (n_colons == (with_guest ? 2U : 1U)) {
-                        struct in_addr a4;
-
-                        colon = strchr(s, ':');
-                        *colon = 0;
-                        if (strcmp(s, "localhost") == 0)
-                                p.host_address[0] = 0;
-                        else if (strcmp(s, "*") == 0 || inet_pton(AF_INET, s, &a4) == 1)
-                                snprintf(p.host_address, sizeof p.host_address, "%s", s);
-                        else
-                                return log_usage(
-                                        "Invalid port spec '%s': host address '%s', expected an IPv4 address, [IPV6], '*' or 'localhost'.",
-                                        spec, s);
-                        ports = colon + 1;
-                } else if (n_colons == (with_guest ? 1U : 0U))
-                        ports = s;
-                else
-                        return log_usage(
-                                "Invalid port spec '%s': expected %s (IPv6 addresses in brackets).",
-                                spec, want);
-        }
-
-        guest = with_guest ? strchr(ports, ':') : NULL;
-        if (parse_port_range(ports, guest ? (size_t) (guest - ports) : strlen(ports), &p.host_first,
-                             &p.host_last) < 0)
-                return log_usage("Invalid port spec '%s': expected %s, ports 0 to 65535 or ranges N-M.",
-                                 spec, want);
-        if (guest) {
-                if (parse_port_range(guest + 1, strlen(guest + 1), &p.guest_first, &p.guest_last) < 0 ||
-                    p.guest_first == 0)
-                        return log_usage(
-                                "Invalid port spec '%s': guest port, expected 1 to 65535 or a range N-M.",
-                                spec);
-                if (p.guest_last - p.guest_first != p.host_last - p.host_first)
-                        return log_usage(
-                                "Invalid port spec '%s': the host and guest ranges differ in length.",
-                                spec);
-        } else if (p.host_first == 0)
-                return log_usage("Invalid port spec '%s': host port 0, expected 1 to 65535.", spec);
-
-        *ret = p;
-        return 0;
+        return log_usage("%s", m);
 }
 
-/* Parses every spec; the number of tuples they expand to stays within one call. */
-static int parse_specs(char **specs, size_t n, bool with_guest, PortRange **ret) {
-        _cleanup_free_ PortRange *ranges = NULL;
-        size_t total = 0;
+static int parse_specs(char **specs, size_t n, SpecKind kind, PortRange **ret) {
+        char *error;
         int r;
 
-        ranges = calloc(n ? n : 1, sizeof *ranges);
-        if (!ranges)
-                return log_oom();
-        for (size_t i = 0; i < n; i++) {
-                r = parse_spec(specs[i], with_guest, &ranges[i]);
-                if (r < 0)
-                        return r;
-                total += port_range_size(&ranges[i]);
-                if (total > TUPLES_PER_CALL_MAX)
-                        return log_usage("Too many ports: more than %u in one call (at '%s').",
-                                         TUPLES_PER_CALL_MAX, specs[i]);
-        }
-        *ret = TAKE_PTR(ranges);
+        r = spec_parse_list(specs, n, kind, ret, &error);
+        if (r < 0)
+                return log_parse_error(r, error);
         return 0;
 }
 
@@ -632,7 +505,7 @@ static int verb_publish(int argc, char **argv) {
         PublishArgs a;
         int r;
 
-        r = parse_specs(argv + 2, (size_t) argc - 2, true, &ranges);
+        r = parse_specs(argv + 2, (size_t) argc - 2, SPEC_PUBLISH, &ranges);
         if (r < 0)
                 return r;
         if (arg_bind_to_caller) {
@@ -677,7 +550,7 @@ static int verb_unpublish(int argc, char **argv) {
         _cleanup_free_ PortRange *ranges = NULL;
         int r;
 
-        r = parse_specs(argv + 2, (size_t) argc - 2, false, &ranges);
+        r = parse_specs(argv + 2, (size_t) argc - 2, SPEC_PORT, &ranges);
         if (r < 0)
                 return r;
         r = daemon_open(&d);
@@ -723,9 +596,11 @@ static int verb_show(int argc, char **argv) {
         int r;
 
         if (argc > 1) {
-                r = parse_spec(argv[1], false, &p);
+                char *error;
+
+                r = spec_parse(argv[1], SPEC_PORT, &p, &error);
                 if (r < 0)
-                        return r;
+                        return log_parse_error(r, error);
                 if (p.host_first != p.host_last)
                         return log_usage("Invalid port '%s': show takes one port, not a range.",
                                          argv[1]);
@@ -804,10 +679,11 @@ static void help(void) {
                "  set-guest SANDBOX ADDRESS...   Set a sandbox's guest addresses\n"
                "  show [PORT]                    Show a port's properties (or the daemon's)\n"
                "  monitor                        Print publications as they happen\n\n"
-               "SPEC is [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp], PORT is\n"
-               "[HOST_ADDR:]HOST_PORT[/tcp|/udp]; ports may be ranges N-M. HOST_ADDR is an IPv4\n"
-               "address, [IPv6 address], '*' (all), or 'localhost' (the default: 127.0.0.1 and\n"
-               "::1). HOST_PORT 0 lets the kernel pick.\n\n"
+               "SPEC is [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp], as docker run -p takes;\n"
+               "PORT is [HOST_ADDR:]HOST_PORT[/tcp|/udp]. Ports may be ranges N-M of equal\n"
+               "length. HOST_ADDR is an IPv4 address, [IPv6 address], '*' (all), or 'localhost'\n"
+               "(the default: 127.0.0.1 and ::1). HOST_PORT 0 or empty (0:80, :80,\n"
+               "127.0.0.1::80) or omitted (80, 80-82) lets the kernel pick each host port.\n\n"
                "Options:\n"
                "  -h --help                 Show this help\n"
                "     --version              Show the version\n"
@@ -825,7 +701,9 @@ static void help(void) {
                "     --guest=ADDRESS        The sandbox's guest address (IPv4, IPv6; repeatable;\n"
                "                            without it the daemon asks systemd-machined)\n"
                "     --max-sessions=N       Cap on concurrent sessions of each port\n"
-               "     --idle-timeout=SECONDS Close sessions idle this long (0: never, TCP)\n"
+               "     --idle-timeout=TIME    Close sessions idle this long: 30s, 5min, 1h30min,\n"
+               "                            250ms; a bare number is seconds (TCP: 0 or\n"
+               "                            infinity for never, the default)\n"
                "     --proxy-protocol=v1|v2 Send a PROXY protocol header to the guest (TCP)\n"
                "     --bind-to-caller       Keep the ports only while portpubctl runs: stay in\n"
                "                            the foreground until SIGINT or SIGTERM\n",
@@ -920,14 +798,16 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_max_sessions = (uint32_t) v;
                         arg_has_max_sessions = true;
                         break;
-                case ARG_IDLE_TIMEOUT:
-                        if (parse_number(optarg, strlen(optarg), UINT64_MAX / USEC_PER_SEC, &v) < 0)
-                                return log_usage(
-                                        "Invalid --idle-timeout='%s': expected seconds, 0 or more.",
-                                        optarg);
-                        arg_idle_timeout_usec = v * USEC_PER_SEC;
+                case ARG_IDLE_TIMEOUT: {
+                        char *error;
+                        int r;
+
+                        r = parse_duration("--idle-timeout", optarg, &arg_idle_timeout_usec, &error);
+                        if (r < 0)
+                                return log_parse_error(r, error);
                         arg_has_idle_timeout = true;
                         break;
+                }
                 case ARG_PROXY_PROTOCOL:
                         if (strcmp(optarg, "v1") != 0 && strcmp(optarg, "v2") != 0)
                                 return log_usage("Invalid --proxy-protocol='%s': expected v1 or v2.",

@@ -1277,6 +1277,7 @@ static void test_install_destdir(void) {
                 "usr/lib/sysusers.d/portpub.conf",
                 "usr/lib/tmpfiles.d/portpub.conf",
                 "usr/libexec/portpubd",
+                "usr/share/bash-completion/completions/portpubctl",
                 "usr/share/dbus-1/interfaces/io.portpub.Publisher1.Manager.xml",
                 "usr/share/dbus-1/interfaces/io.portpub.Publisher1.Port.xml",
                 "usr/share/dbus-1/interfaces/io.portpub.Publisher1.Sandbox.xml",
@@ -1288,6 +1289,7 @@ static void test_install_destdir(void) {
                 "usr/share/man/man8/portpubd.8",
                 "usr/share/polkit-1/actions/io.portpub.Publisher1.policy",
                 "usr/share/portpub/io.portpub.publisher1.varlink",
+                "usr/share/zsh/site-functions/_portpubctl",
         };
         const char *meson = env("MESON");
         const char *src = env("PORTPUB_SOURCE_ROOT");

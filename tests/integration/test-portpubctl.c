@@ -54,57 +54,13 @@ static GPtrArray *ctl_argv(Fixture *f, Via via, const char *const *args) {
 
 /* Running portpubctl to its end */
 
-typedef struct Outcome {
-        gboolean done;
-        char *out, *err;
-        GError *error;
-} Outcome;
-
-static void on_communicated(GObject *source, GAsyncResult *res, gpointer data) {
-        Outcome *o = data;
-
-        g_subprocess_communicate_utf8_finish(G_SUBPROCESS(source), res, &o->out, &o->err, &o->error);
-        o->done = TRUE;
-}
-
-static gboolean outcome_done(gpointer data) {
-        return ((Outcome *) data)->done;
-}
-
 /* Runs portpubctl --address=BUS (or --varlink=SOCKET) ARGS... with a bounded wait; returns the
  * exit status, or minus the signal that ended it. stdout and stderr go to *ret_out and *ret_err
  * (g_free them). */
 static int run_ctl(Fixture *f, Via via, char **ret_out, char **ret_err, const char *const *args) {
         g_autoptr(GPtrArray) argv = ctl_argv(f, via, args);
-        g_autoptr(GSubprocess) proc = NULL;
-        g_autoptr(GError) error = NULL;
-        Outcome o = {};
-        int status;
 
-        proc = g_subprocess_newv((const char *const *) argv->pdata,
-                                 G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                                 &error);
-        g_assert_no_error(error);
-        /* Completes once the process exited and both pipes are drained. */
-        g_subprocess_communicate_utf8_async(proc, NULL, NULL, on_communicated, &o);
-        if (!test_wait_until(outcome_done, &o, CTL_TIMEOUT_MS)) {
-                g_subprocess_force_exit(proc);
-                (void) test_wait_until(outcome_done, &o, 5000);
-                g_error("portpubctl %s did not finish in time", args[0]);
-        }
-        g_assert_no_error(o.error);
-        g_assert_true(g_subprocess_wait(proc, NULL, &error));
-        status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc)
-                                                  : -g_subprocess_get_term_sig(proc);
-        if (ret_out)
-                *ret_out = o.out;
-        else
-                g_free(o.out);
-        if (ret_err)
-                *ret_err = o.err;
-        else
-                g_free(o.err);
-        return status;
+        return test_run((const char *const *) argv->pdata, NULL, CTL_TIMEOUT_MS, ret_out, ret_err);
 }
 
 #define CTL_ARGS(...) ((const char *const[]){ __VA_ARGS__, NULL })
@@ -402,7 +358,7 @@ static void test_bad_command_lines(Fixture *f, gconstpointer data) {
                 "70000:80",
                 "80:0",
                 "[127.0.0.1]:80:80",
-                "80",
+                "80-",
                 "1:2:3:4",
                 "9000-8000:1-1001",
                 "[::1:80:80",
@@ -672,6 +628,58 @@ static void test_options_and_forms(Fixture *f, gconstpointer data) {
 
         test_echo_free(echo);
         test_echo_free(uecho);
+}
+
+/* docker run -p's forms without a host port publish ports the kernel picks, one for each guest
+ * port of a range; --idle-timeout= takes systemd's time spans. */
+static void test_kernel_picked_forms(Fixture *f, gconstpointer data) {
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, NULL);
+        g_autofree char *bare = g_strdup_printf("%u", test_echo_port(echo));
+        g_autofree char *out = NULL, *show = NULL, *port = NULL;
+        g_auto(GStrv) lines = NULL;
+        guint16 host[6], guest;
+
+        out = ctl_ok(f, "publish", "kp", bare, ":9001-9002", "127.0.0.1::9003-9004/udp",
+                     "[::1]::9005", "--guest=127.0.0.1", "--idle-timeout=1h30min");
+        lines = split_lines(out);
+        g_assert_cmpuint(g_strv_length(lines), ==, 6);
+        parse_published(lines[0], "tcp localhost", &host[0], &guest);
+        g_assert_cmpuint(guest, ==, test_echo_port(echo));
+        parse_published(lines[1], "tcp localhost", &host[1], &guest);
+        g_assert_cmpuint(guest, ==, 9001);
+        parse_published(lines[2], "tcp localhost", &host[2], &guest);
+        g_assert_cmpuint(guest, ==, 9002);
+        parse_published(lines[3], "udp 127.0.0.1", &host[3], &guest);
+        g_assert_cmpuint(guest, ==, 9003);
+        parse_published(lines[4], "udp 127.0.0.1", &host[4], &guest);
+        g_assert_cmpuint(guest, ==, 9004);
+        parse_published(lines[5], "tcp [::1]", &host[5], &guest);
+        g_assert_cmpuint(guest, ==, 9005);
+        /* Each tuple got a port of its own. */
+        g_assert_cmpuint(host[1], !=, host[2]);
+        g_assert_cmpuint(host[3], !=, host[4]);
+        g_assert_cmpuint(n_ports(f), ==, 6);
+
+        /* The bare guest port relays like 0:PORT does. */
+        roundtrip_via("127.0.0.1", host[0], "bare", "bare");
+
+        port = g_strdup_printf("127.0.0.1:%u/udp", host[3]);
+        show = ctl_ok(f, "show", port);
+        assert_has_line(show, "IdleTimeoutUSec=5400000000");
+
+        /* A time span the parser refuses never reaches the daemon. */
+        {
+                g_autofree char *err = NULL;
+                g_autofree char *o =
+                        ctl_expect(f, 2, &err,
+                                   CTL_ARGS("publish", "kp", "80", "--idle-timeout=5 parsecs"));
+
+                g_assert_cmpstr(err, ==,
+                                "portpubctl: Invalid --idle-timeout='5 parsecs': unknown unit 'parsecs', "
+                                "expected us, ms, s, min, h, d, w, M or y.\n");
+                g_assert_cmpuint(n_ports(f), ==, 6);
+        }
+        test_echo_free(echo);
 }
 
 static void test_unpublish_set_guest_remove(Fixture *f, gconstpointer data) {
@@ -1224,6 +1232,7 @@ int main(int argc, char **argv) {
         ADD("bad-command-lines", test_bad_command_lines);
         ADD("publish-list-show", test_publish_list_show);
         ADD("options-and-forms", test_options_and_forms);
+        ADD("kernel-picked-forms", test_kernel_picked_forms);
         ADD("unpublish-set-guest-remove", test_unpublish_set_guest_remove);
         ADD("daemon-errors", test_daemon_errors);
         ADD("monitor", test_monitor);

@@ -392,6 +392,59 @@ gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint t
         return TRUE;
 }
 
+typedef struct RunOutcome {
+        gboolean done;
+        char *out, *err;
+        GError *error;
+} RunOutcome;
+
+static void on_communicated(GObject *source, GAsyncResult *res, gpointer data) {
+        RunOutcome *o = data;
+
+        g_subprocess_communicate_utf8_finish(G_SUBPROCESS(source), res, &o->out, &o->err, &o->error);
+        o->done = TRUE;
+}
+
+static gboolean run_outcome_done(gpointer data) {
+        return ((RunOutcome *) data)->done;
+}
+
+int test_run(const char *const *argv, const char *const *envp, guint timeout_ms, char **ret_out,
+             char **ret_err) {
+        g_autoptr(GSubprocessLauncher) launcher = NULL;
+        g_autoptr(GSubprocess) proc = NULL;
+        g_autoptr(GError) error = NULL;
+        RunOutcome o = {};
+        int status;
+
+        launcher = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                             G_SUBPROCESS_FLAGS_STDERR_PIPE);
+        if (envp)
+                g_subprocess_launcher_set_environ(launcher, (char **) envp);
+        proc = g_subprocess_launcher_spawnv(launcher, argv, &error);
+        g_assert_no_error(error);
+        /* Completes once the process exited and both pipes are drained. */
+        g_subprocess_communicate_utf8_async(proc, NULL, NULL, on_communicated, &o);
+        if (!test_wait_until(run_outcome_done, &o, timeout_ms)) {
+                g_subprocess_force_exit(proc);
+                (void) test_wait_until(run_outcome_done, &o, 5000);
+                g_error("%s did not finish in time", argv[0]);
+        }
+        g_assert_no_error(o.error);
+        g_assert_true(g_subprocess_wait(proc, NULL, &error));
+        status = g_subprocess_get_if_exited(proc) ? g_subprocess_get_exit_status(proc)
+                                                  : -g_subprocess_get_term_sig(proc);
+        if (ret_out)
+                *ret_out = o.out;
+        else
+                g_free(o.out);
+        if (ret_err)
+                *ret_err = o.err;
+        else
+                g_free(o.err);
+        return status;
+}
+
 GVariant *test_call(TestBus *b, const char *path, const char *iface, const char *method,
                     GVariant *params, const char *reply_type, GError **error) {
         return g_dbus_connection_call_sync(b->conn, TEST_BUS_NAME, path, iface, method, params,

@@ -78,6 +78,13 @@ gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint ti
 /* Reaps the child pid within timeout_ms: TRUE with *ret_status (waitpid's) when it exited. */
 gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status);
 
+/* Runs argv (in environment envp, or ours if NULL) to its end within timeout_ms, its stdout and
+ * stderr read into *ret_out and *ret_err (g_free them; NULL: dropped). Returns the exit status,
+ * or minus the signal that ended it; a process that outlives the timeout is killed and the test
+ * fails. */
+int test_run(const char *const *argv, const char *const *envp, guint timeout_ms, char **ret_out,
+             char **ret_err);
+
 /* Iterates the default main context until cond(data) or the timeout. */
 gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms);
 
