@@ -322,7 +322,7 @@ static const char *format_bytes(uint64_t n, char *buf, size_t size) {
 static const char *format_timespan(uint64_t usec, char *buf, size_t size) {
         static const struct {
                 const char *suffix;
-                uint64_t usec;
+                uint64_t factor;
         } units[] = {
                 { "d", 24 * 3600 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
                 { "min", 60 * USEC_PER_SEC },      { "s", USEC_PER_SEC },
@@ -335,12 +335,14 @@ static const char *format_timespan(uint64_t usec, char *buf, size_t size) {
                 snprintf(buf, size, "0");
                 return buf;
         }
-        for (size_t i = 0; i < ELEMENTSOF(units) && usec > 0 && at < size; i++) {
-                if (usec < units[i].usec)
+        for (size_t i = 0; i < ELEMENTSOF(units) && at < size; i++) {
+                uint64_t n = usec / units[i].factor;
+
+                if (n == 0)
                         continue;
                 at += (size_t) snprintf(buf + at, size - at, "%s%" PRIu64 "%s", at > 0 ? " " : "",
-                                        usec / units[i].usec, units[i].suffix);
-                usec %= units[i].usec;
+                                        n, units[i].suffix);
+                usec -= n * units[i].factor;
         }
         return buf;
 }
