@@ -1334,6 +1334,7 @@ static void test_json_and_status(Fixture *f, gconstpointer data) {
         close(fd);
         g_assert_true(test_wait_until(one_active_session, f, 5000));
 
+        g_free(out);
         out = ctl_both(f, 0, NULL, CTL_ARGS("list", "--json"));
         list = parse_json(out);
         g_assert_cmpuint(json_object_array_length(list), ==, 4);
