@@ -5,7 +5,6 @@
 #include <json-c/json.h>
 #include <pwd.h>
 #include <signal.h>
-#include <assert.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -974,7 +973,8 @@ static int show_port_json(Daemon *d, const PortRange *p) {
         r = d->ops->get_port(d, p, &l);
         if (r < 0)
                 return r;
-        assert(l.n == 1);
+        if (l.n != 1)
+                return log_error_errno(EBADMSG, "The daemon answered for %zu ports, not one.", l.n);
         return json_print(port_to_json(&l.entries[0]));
 }
 
