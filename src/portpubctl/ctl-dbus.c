@@ -37,17 +37,28 @@ static int log_parse_error(int r) {
 }
 
 /* Reports a failed call: the daemon's own message where it sent one, which names the sandbox and
- * the port. */
+ * the port; a daemon that is not on the bus in plain words. */
 static int log_call_error(const sd_bus_error *error, int r, const char *what) {
+        if (sd_bus_error_has_name(error, SD_BUS_ERROR_SERVICE_UNKNOWN) ||
+            sd_bus_error_has_name(error, SD_BUS_ERROR_NAME_HAS_NO_OWNER)) {
+                daemon_unreachable = true;
+                return log_error_errno(r,
+                                       "Cannot %s: portpubd is not running (nobody owns %s on the bus).",
+                                       what, BUS_NAME);
+        }
+        if (sd_bus_error_has_name(error, SD_BUS_ERROR_NO_REPLY) ||
+            sd_bus_error_has_name(error, SD_BUS_ERROR_TIMEOUT))
+                return log_error_errno(r, "Cannot %s: portpubd did not answer in time.", what);
         if (sd_bus_error_is_set(error)) {
                 log_error_errno(0, "%s", error->message ? error->message : error->name);
                 return r < 0 ? r : -EIO;
         }
-        return log_error_errno(r, "Failed to %s: %m", what);
+        return log_error_errno(r, "Cannot %s: %m", what);
 }
 
-static int call_manager(sd_bus *bus, const char *method, sd_bus_message **reply, const char *types,
-                        ...) {
+/* what: what is done, for messages ("list the ports"). */
+static int call_manager(sd_bus *bus, const char *what, const char *method, sd_bus_message **reply,
+                        const char *types, ...) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         va_list ap;
@@ -64,7 +75,7 @@ static int call_manager(sd_bus *bus, const char *method, sd_bus_message **reply,
                 return log_create_error(r);
         r = sd_bus_call(bus, m, 0, &error, reply);
         if (r < 0)
-                return log_call_error(&error, r, "call the daemon");
+                return log_call_error(&error, r, what);
         return 0;
 }
 
@@ -119,17 +130,107 @@ static int bus_run_until_signal(sd_bus *bus, int signal_fd) {
 
 /* list */
 
-/* The counters of one port; 0 when the port went away since it was listed. */
-static int get_port_counters(sd_bus *bus, const char *path, PortEntry *e) {
+static bool error_is_gone(const sd_bus_error *error) {
+        return sd_bus_error_has_name(error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
+               sd_bus_error_has_name(error, SD_BUS_ERROR_UNKNOWN_INTERFACE);
+}
+
+static void strv_freep(char ***p) {
+        if (!*p)
+                return;
+        for (char **s = *p; *s; s++)
+                free(*s);
+        free(*p);
+}
+
+/* The strings of l joined by sep, "" for none; NULL when out of memory. */
+static char *strv_join(char **l, char sep) {
+        size_t size = 1, at = 0;
+        char *s;
+
+        for (char **i = l; i && *i; i++)
+                size += strlen(*i) + 1;
+        s = malloc(size);
+        if (!s)
+                return NULL;
+        for (char **i = l; i && *i; i++) {
+                if (at > 0)
+                        s[at++] = sep;
+                memcpy(s + at, *i, strlen(*i));
+                at += strlen(*i);
+        }
+        s[at] = 0;
+        return s;
+}
+
+/* One field of GetAll's reply to the Port interface, into e; unknown ones are skipped. The
+ * strings point into the message. */
+static int read_port_property(sd_bus_message *reply, const char *name, PortEntry *e, char ***listen) {
+        static const struct {
+                const char *name;
+                size_t offset;
+        } strings[] = {
+                { "Sandbox", offsetof(PortEntry, sandbox) },
+                { "Protocol", offsetof(PortEntry, protocol) },
+                { "HostAddress", offsetof(PortEntry, host_address) },
+                { "GuestAddress", offsetof(PortEntry, guest_address) },
+                { "State", offsetof(PortEntry, state) },
+                { "LastError", offsetof(PortEntry, last_error) },
+                { "ProxyProtocol", offsetof(PortEntry, proxy_protocol) },
+        }, u64s[] = {
+                { "TotalSessions", offsetof(PortEntry, total_sessions) },
+                { "RejectedSessions", offsetof(PortEntry, rejected_sessions) },
+                { "FailedSessions", offsetof(PortEntry, failed_sessions) },
+                { "BytesToGuest", offsetof(PortEntry, bytes_to_guest) },
+                { "BytesFromGuest", offsetof(PortEntry, bytes_from_guest) },
+                { "IdleTimeoutUSec", offsetof(PortEntry, idle_timeout_usec) },
+        };
+        int r;
+
+        for (size_t i = 0; i < ELEMENTSOF(strings); i++)
+                if (strcmp(name, strings[i].name) == 0)
+                        return sd_bus_message_read(reply, "v", "s",
+                                                   (const char **) ((char *) e + strings[i].offset));
+        for (size_t i = 0; i < ELEMENTSOF(u64s); i++)
+                if (strcmp(name, u64s[i].name) == 0)
+                        return sd_bus_message_read(reply, "v", "t",
+                                                   (uint64_t *) ((char *) e + u64s[i].offset));
+        if (strcmp(name, "HostPort") == 0)
+                return sd_bus_message_read(reply, "v", "q", &e->host_port);
+        if (strcmp(name, "GuestPort") == 0)
+                return sd_bus_message_read(reply, "v", "q", &e->guest_port);
+        if (strcmp(name, "ActiveSessions") == 0)
+                return sd_bus_message_read(reply, "v", "u", &e->active_sessions);
+        if (strcmp(name, "MaxSessions") == 0)
+                return sd_bus_message_read(reply, "v", "u", &e->max_sessions);
+        if (strcmp(name, "ListenAddresses") == 0) {
+                r = sd_bus_message_enter_container(reply, 'v', "as");
+                if (r < 0)
+                        return r;
+                strv_freep(listen);
+                *listen = NULL;
+                r = sd_bus_message_read_strv(reply, listen);
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(reply);
+        }
+        return sd_bus_message_skip(reply, "v");
+}
+
+/* The port object at path, from its properties, added to ret: 1, or 0 when the port went away
+ * since it was listed. */
+static int add_port(sd_bus *bus, const char *path, PortList *ret) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(strv_freep) char **listen = NULL;
+        _cleanup_free_ char *joined = NULL;
+        PortEntry e = { .path = path };
         const char *name;
         int r;
 
         r = get_all(bus, path, PORT_INTERFACE, &reply, &error);
         if (r < 0) {
-                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
-                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
+                if (error_is_gone(&error))
                         return 0;
                 return log_call_error(&error, r, "get the port's properties");
         }
@@ -140,14 +241,111 @@ static int get_port_counters(sd_bus *bus, const char *path, PortEntry *e) {
                 r = sd_bus_message_read(reply, "s", &name);
                 if (r < 0)
                         return log_parse_error(r);
-                if (strcmp(name, "ActiveSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &e->active_sessions);
-                else if (strcmp(name, "TotalSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &e->total_sessions);
-                else if (strcmp(name, "BytesToGuest") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &e->bytes_to_guest);
-                else if (strcmp(name, "BytesFromGuest") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &e->bytes_from_guest);
+                r = read_port_property(reply, name, &e, &listen);
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return log_parse_error(r);
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        joined = strv_join(listen, ' ');
+        if (!joined)
+                return log_oom();
+        e.listen_addresses = joined;
+        r = port_list_add(ret, &e);
+        if (r < 0)
+                return r;
+        return 1;
+}
+
+/* ListPorts, then each port from its object. */
+static int dbus_list_ports(Daemon *d, char *const *filter, size_t n_filter, PortList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus *bus = bus_of(d);
+        const char *sandbox, *path;
+        int r;
+
+        r = call_manager(bus, "list the ports", "ListPorts", &reply, "");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_enter_container(reply, 'a', "(sssqsqso)");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_read(reply, "(sssqsqso)", &sandbox, NULL, NULL, NULL, NULL, NULL,
+                                        NULL, &path)) > 0) {
+                if (!sandbox_selected(sandbox, filter, n_filter))
+                        continue;
+                r = add_port(bus, path, ret); /* 0: unpublished since it was listed */
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 0;
+}
+
+static int dbus_get_port(Daemon *d, const PortRange *port, PortList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus *bus = bus_of(d);
+        const char *path;
+        int r;
+
+        r = call_manager(bus, "look up the port", "GetPort", &reply, "ssq", port->protocol,
+                         port->host_address, port->host_first);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return log_parse_error(r);
+        r = add_port(bus, path, ret);
+        if (r == 0)
+                return log_error_errno(ENOENT, "The port went away while it was looked at.");
+        return r < 0 ? r : 0;
+}
+
+/* sandboxes */
+
+/* 0 when the sandbox went away since it was listed. */
+static int add_sandbox(sd_bus *bus, const char *id, const char *path, uint32_t n_ports,
+                       SandboxList *ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(strv_freep) char **l = NULL;
+        SandboxEntry e = { .id = id, .path = path, .n_ports = n_ports };
+        const char *name;
+        size_t n = 0;
+        int machine = 0, r;
+
+        r = get_all(bus, path, SANDBOX_INTERFACE, &reply, &error);
+        if (r < 0) {
+                if (error_is_gone(&error))
+                        return 0;
+                return log_call_error(&error, r, "get the sandbox's properties");
+        }
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r < 0)
+                        return log_parse_error(r);
+                if (strcmp(name, "GuestAddresses") == 0) {
+                        r = sd_bus_message_enter_container(reply, 'v', "as");
+                        if (r >= 0) {
+                                strv_freep(&l);
+                                l = NULL;
+                                r = sd_bus_message_read_strv(reply, &l);
+                        }
+                        if (r >= 0)
+                                r = sd_bus_message_exit_container(reply);
+                } else if (strcmp(name, "Owner") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &e.owner);
+                else if (strcmp(name, "Machine") == 0)
+                        r = sd_bus_message_read(reply, "v", "b", &machine);
+                else if (strcmp(name, "ActiveSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &e.active_sessions);
                 else
                         r = sd_bus_message_skip(reply, "v");
                 if (r < 0)
@@ -158,74 +356,10 @@ static int get_port_counters(sd_bus *bus, const char *path, PortEntry *e) {
         }
         if (r < 0)
                 return log_parse_error(r);
-        return 1;
-}
-
-/* ListPorts, then the counters of each port from its object. */
-static int dbus_list_ports(Daemon *d, char *const *filter, size_t n_filter, PortList *ret) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        sd_bus *bus = bus_of(d);
-        int r;
-
-        r = call_manager(bus, "ListPorts", &reply, "");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_enter_container(reply, 'a', "(sssqsqso)");
-        if (r < 0)
-                return log_parse_error(r);
-        for (;;) {
-                PortEntry e = {};
-
-                r = sd_bus_message_read(reply, "(sssqsqso)", &e.sandbox, &e.protocol,
-                                        &e.host_address, &e.host_port, &e.guest_address,
-                                        &e.guest_port, &e.state, &e.path);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (r == 0)
-                        break;
-                if (!sandbox_selected(e.sandbox, filter, n_filter))
-                        continue;
-                r = get_port_counters(bus, e.path, &e);
-                if (r < 0)
-                        return r;
-                if (r == 0)
-                        continue; /* unpublished since it was listed */
-                r = port_list_add(ret, &e);
-                if (r < 0)
-                        return r;
-        }
-        return 0;
-}
-
-/* sandboxes */
-
-static void strv_freep(char ***p) {
-        if (!*p)
-                return;
-        for (char **s = *p; *s; s++)
-                free(*s);
-        free(*p);
-}
-
-/* 0 when the sandbox went away since it was listed. */
-static int add_sandbox(sd_bus *bus, const char *id, const char *path, uint32_t n_ports,
-                       SandboxList *ret) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(strv_freep) char **l = NULL;
-        size_t n = 0;
-        int r;
-
-        r = sd_bus_get_property_strv(bus, BUS_NAME, path, SANDBOX_INTERFACE, "GuestAddresses",
-                                     &error, &l);
-        if (r < 0) {
-                if (sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_OBJECT) ||
-                    sd_bus_error_has_name(&error, SD_BUS_ERROR_UNKNOWN_INTERFACE))
-                        return 0;
-                return log_call_error(&error, r, "get the sandbox's guest addresses");
-        }
+        e.machine = machine;
         while (l && l[n])
                 n++;
-        return sandbox_list_add(ret, id, n_ports, (const char *const *) l, n);
+        return sandbox_list_add(ret, &e, (const char *const *) l, n);
 }
 
 static int dbus_list_sandboxes(Daemon *d, SandboxList *ret) {
@@ -235,7 +369,7 @@ static int dbus_list_sandboxes(Daemon *d, SandboxList *ret) {
         uint32_t n_ports;
         int r;
 
-        r = call_manager(bus, "ListSandboxes", &reply, "");
+        r = call_manager(bus, "list the sandboxes", "ListSandboxes", &reply, "");
         if (r < 0)
                 return r;
         r = sd_bus_message_enter_container(reply, 'a', "(sou)");
@@ -375,7 +509,7 @@ static int dbus_unpublish(Daemon *d, const char *sandbox, const PortRange *range
 }
 
 static int dbus_remove_sandbox(Daemon *d, const char *sandbox) {
-        return call_manager(bus_of(d), "RemoveSandbox", NULL, "s", sandbox);
+        return call_manager(bus_of(d), "remove the sandbox", "RemoveSandbox", NULL, "s", sandbox);
 }
 
 static int dbus_set_guest_addresses(Daemon *d, const char *sandbox, char **addresses) {
@@ -561,14 +695,60 @@ static int dbus_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
         const char *path;
         int r;
 
-        r = call_manager(bus, "GetPort", &reply, "ssq", port->protocol, port->host_address,
-                         port->host_first);
+        r = call_manager(bus, "look up the port", "GetPort", &reply, "ssq", port->protocol,
+                         port->host_address, port->host_first);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(reply, "o", &path);
         if (r < 0)
                 return log_parse_error(r);
         return get_properties(bus, path, PORT_INTERFACE, ret);
+}
+
+static int dbus_get_status(Daemon *d, DaemonStatus *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *name, *version = NULL;
+        int r;
+
+        r = get_all(bus_of(d), MANAGER_PATH, MANAGER_INTERFACE, &reply, &error);
+        if (r < 0)
+                return log_call_error(&error, r, "get the daemon's status");
+        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(reply, "s", &name);
+                if (r < 0)
+                        return log_parse_error(r);
+                if (strcmp(name, "Version") == 0)
+                        r = sd_bus_message_read(reply, "v", "s", &version);
+                else if (strcmp(name, "NSandboxes") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &ret->n_sandboxes);
+                else if (strcmp(name, "NPorts") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &ret->n_ports);
+                else if (strcmp(name, "ActiveSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &ret->active_sessions);
+                else if (strcmp(name, "TotalSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &ret->total_sessions);
+                else if (strcmp(name, "DefaultMaxSessions") == 0)
+                        r = sd_bus_message_read(reply, "v", "u", &ret->default_max_sessions);
+                else if (strcmp(name, "DefaultUDPIdleTimeoutUSec") == 0)
+                        r = sd_bus_message_read(reply, "v", "t", &ret->default_udp_idle_timeout_usec);
+                else
+                        r = sd_bus_message_skip(reply, "v");
+                if (r < 0)
+                        return log_parse_error(r);
+                r = sd_bus_message_exit_container(reply);
+                if (r < 0)
+                        return log_parse_error(r);
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        ret->version = strdup(version ? version : "");
+        if (!ret->version)
+                return log_oom();
+        return 0;
 }
 
 static int dbus_show_daemon(Daemon *d, PropertyList *ret) {
@@ -642,6 +822,8 @@ static void dbus_free(Daemon *d) {
 static const DaemonOps dbus_ops = {
         .list_ports = dbus_list_ports,
         .list_sandboxes = dbus_list_sandboxes,
+        .get_port = dbus_get_port,
+        .get_status = dbus_get_status,
         .publish = dbus_publish,
         .unpublish = dbus_unpublish,
         .remove_sandbox = dbus_remove_sandbox,
@@ -662,12 +844,12 @@ int dbus_daemon_open(Daemon **ret, BusKind kind, const char *address, bool ask_p
         case BUS_SYSTEM:
                 r = sd_bus_open_system(&bus);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the system bus: %m");
+                        return log_unreachable(r, "Cannot connect to the system bus: %m");
                 break;
         case BUS_USER:
                 r = sd_bus_open_user(&bus);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the user's bus: %m");
+                        return log_unreachable(r, "Cannot connect to the user's bus: %m");
                 break;
         case BUS_ADDRESS:
                 r = sd_bus_new(&bus);
@@ -679,8 +861,7 @@ int dbus_daemon_open(Daemon **ret, BusKind kind, const char *address, bool ask_p
                 if (r >= 0)
                         r = sd_bus_start(bus);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to connect to the bus at '%s': %m",
-                                               address);
+                        return log_unreachable(r, "Cannot connect to the bus at '%s': %m", address);
                 break;
         default:
                 abort();

@@ -255,7 +255,41 @@ static int call_with(VarlinkDaemon *v, const char *method, const char *key, json
 
 /* list */
 
-static int read_port_entry(json_object *o, PortEntry *e) {
+/* The strings of the array o joined by sep into a new string; NULL when out of memory. */
+static int join_strings(json_object *o, const char *key, char sep, char **ret) {
+        _cleanup_free_ char *s = NULL;
+        json_object *l;
+        size_t size = 1, at = 0;
+        int r;
+
+        r = get_array(o, key, &l);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < json_object_array_length(l); i++) {
+                json_object *v = json_object_array_get_idx(l, i);
+
+                if (!json_object_is_type(v, json_type_string))
+                        return log_reply_parse_error(key, "a list of strings");
+                size += strlen(json_object_get_string(v)) + 1;
+        }
+        s = malloc(size);
+        if (!s)
+                return log_oom();
+        for (size_t i = 0; i < json_object_array_length(l); i++) {
+                const char *v = json_object_get_string(json_object_array_get_idx(l, i));
+
+                if (i > 0)
+                        s[at++] = sep;
+                memcpy(s + at, v, strlen(v));
+                at += strlen(v);
+        }
+        s[at] = 0;
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+/* A Port into e; its listenAddresses go to *ret_listen, which e points to. */
+static int read_port_entry(json_object *o, PortEntry *e, char **ret_listen) {
         int r;
 
         if (!json_object_is_type(o, json_type_object))
@@ -274,16 +308,46 @@ static int read_port_entry(json_object *o, PortEntry *e) {
         if (r >= 0)
                 r = get_string(o, "state", &e->state);
         if (r >= 0)
+                r = get_string(o, "lastError", &e->last_error);
+        if (r >= 0)
+                r = get_string(o, "proxyProtocol", &e->proxy_protocol);
+        if (r >= 0)
                 r = get_string(o, "objectPath", &e->path);
         if (r >= 0)
                 r = get_u32(o, "activeSessions", &e->active_sessions);
         if (r >= 0)
+                r = get_u32(o, "maxSessions", &e->max_sessions);
+        if (r >= 0)
                 r = get_uint(o, "totalSessions", UINT64_MAX, &e->total_sessions);
+        if (r >= 0)
+                r = get_uint(o, "rejectedSessions", UINT64_MAX, &e->rejected_sessions);
+        if (r >= 0)
+                r = get_uint(o, "failedSessions", UINT64_MAX, &e->failed_sessions);
         if (r >= 0)
                 r = get_uint(o, "bytesToGuest", UINT64_MAX, &e->bytes_to_guest);
         if (r >= 0)
                 r = get_uint(o, "bytesFromGuest", UINT64_MAX, &e->bytes_from_guest);
+        if (r >= 0)
+                r = get_uint(o, "idleTimeoutUSec", UINT64_MAX, &e->idle_timeout_usec);
+        if (r >= 0)
+                r = join_strings(o, "listenAddresses", ' ', ret_listen);
+        if (r >= 0)
+                e->listen_addresses = *ret_listen;
         return r;
+}
+
+/* A Port added to ret. */
+static int add_port(json_object *o, char *const *filter, size_t n_filter, PortList *ret) {
+        _cleanup_free_ char *listen = NULL;
+        PortEntry e = {};
+        int r;
+
+        r = read_port_entry(o, &e, &listen);
+        if (r < 0)
+                return r;
+        if (!sandbox_selected(e.sandbox, filter, n_filter))
+                return 0;
+        return port_list_add(ret, &e);
 }
 
 /* ListPorts has everything, counters included. It is asked for all sandboxes and filtered
@@ -300,14 +364,7 @@ static int varlink_list_ports(Daemon *d, char *const *filter, size_t n_filter, P
         if (r < 0)
                 return r;
         for (size_t i = 0; i < json_object_array_length(ports); i++) {
-                PortEntry e = {};
-
-                r = read_port_entry(json_object_array_get_idx(ports, i), &e);
-                if (r < 0)
-                        return r;
-                if (!sandbox_selected(e.sandbox, filter, n_filter))
-                        continue;
-                r = port_list_add(ret, &e);
+                r = add_port(json_object_array_get_idx(ports, i), filter, n_filter, ret);
                 if (r < 0)
                         return r;
         }
@@ -328,19 +385,31 @@ static int varlink_list_sandboxes(Daemon *d, SandboxList *ret) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < json_object_array_length(sandboxes); i++) {
-                json_object *s = json_object_array_get_idx(sandboxes, i), *guests, *ports;
-                const char *id, *addresses[2];
+                json_object *s = json_object_array_get_idx(sandboxes, i), *guests, *ports, *m;
+                const char *addresses[2];
+                SandboxEntry e = {};
+                uint64_t active;
                 size_t n = 0;
 
                 if (!json_object_is_type(s, json_type_object))
                         return log_reply_parse_error("sandboxes[]", "an object");
-                r = get_string(s, "id", &id);
+                r = get_string(s, "id", &e.id);
+                if (r >= 0)
+                        r = get_string(s, "objectPath", &e.path);
                 if (r >= 0)
                         r = get_array(s, "guestAddresses", &guests);
                 if (r >= 0)
                         r = get_array(s, "ports", &ports);
+                if (r >= 0)
+                        r = get_u32(s, "owner", &e.owner);
+                if (r >= 0)
+                        r = get_typed(s, "machine", json_type_boolean, "a boolean", &m);
+                if (r >= 0)
+                        r = get_uint(s, "activeSessions", UINT64_MAX, &active);
                 if (r < 0)
                         return r;
+                e.machine = json_object_get_boolean(m);
+                e.active_sessions = active;
                 /* At most one address of each family. */
                 for (size_t k = 0; k < json_object_array_length(guests); k++) {
                         json_object *a = json_object_array_get_idx(guests, k);
@@ -350,10 +419,8 @@ static int varlink_list_sandboxes(Daemon *d, SandboxList *ret) {
                         if (n < ELEMENTSOF(addresses))
                                 addresses[n++] = json_object_get_string(a);
                 }
-                r = sandbox_list_add(ret, id,
-                                     (uint32_t) MIN(json_object_array_length(ports),
-                                                    (size_t) UINT32_MAX),
-                                     addresses, n);
+                e.n_ports = (uint32_t) MIN(json_object_array_length(ports), (size_t) UINT32_MAX);
+                r = sandbox_list_add(ret, &e, addresses, n);
                 if (r < 0)
                         return r;
         }
@@ -630,6 +697,54 @@ static int varlink_show_port(Daemon *d, const PortRange *port, PropertyList *ret
         return fields_to_properties(o, port_properties, ELEMENTSOF(port_properties), ret);
 }
 
+static int varlink_get_port(Daemon *d, const PortRange *port, PortList *ret) {
+        _cleanup_(varlink_reply_done) VarlinkReply reply = {};
+        json_object *o;
+        int r;
+
+        r = call_with(varlink_of(d), METHOD("GetPort"), "port",
+                      port_to_json(port->protocol, port->host_address, port->host_first, false, 0),
+                      &reply);
+        if (r < 0)
+                return r;
+        r = get_object(reply.parameters, "port", &o);
+        if (r < 0)
+                return r;
+        return add_port(o, NULL, 0, ret);
+}
+
+static int varlink_get_status(Daemon *d, DaemonStatus *ret) {
+        _cleanup_(varlink_reply_done) VarlinkReply reply = {};
+        json_object *p;
+        const char *version;
+        int r;
+
+        r = call(varlink_of(d), METHOD("GetStatus"), NULL, &reply);
+        if (r < 0)
+                return r;
+        p = reply.parameters;
+        r = get_string(p, "version", &version);
+        if (r >= 0)
+                r = get_u32(p, "sandboxes", &ret->n_sandboxes);
+        if (r >= 0)
+                r = get_u32(p, "ports", &ret->n_ports);
+        if (r >= 0)
+                r = get_uint(p, "activeSessions", UINT64_MAX, &ret->active_sessions);
+        if (r >= 0)
+                r = get_uint(p, "totalSessions", UINT64_MAX, &ret->total_sessions);
+        if (r >= 0)
+                r = get_u32(p, "defaultMaxSessions", &ret->default_max_sessions);
+        if (r >= 0)
+                r = get_uint(p, "defaultUDPIdleTimeoutUSec", UINT64_MAX,
+                             &ret->default_udp_idle_timeout_usec);
+        if (r < 0)
+                return r;
+        ret->version = strdup(version);
+        if (!ret->version)
+                return log_oom();
+        return 0;
+}
+
 static int varlink_show_daemon(Daemon *d, PropertyList *ret) {
         _cleanup_(varlink_reply_done) VarlinkReply reply = {};
         int r;
@@ -856,6 +971,8 @@ static void varlink_free(Daemon *d) {
 static const DaemonOps varlink_ops = {
         .list_ports = varlink_list_ports,
         .list_sandboxes = varlink_list_sandboxes,
+        .get_port = varlink_get_port,
+        .get_status = varlink_get_status,
         .publish = varlink_publish,
         .unpublish = varlink_unpublish,
         .remove_sandbox = varlink_remove_sandbox,
@@ -875,7 +992,9 @@ int varlink_daemon_open(Daemon **ret, const char *path) {
 
         r = varlink_client_connect(&client, path);
         if (r < 0)
-                return log_error_errno(r, "Failed to connect to the varlink socket %s: %m", path);
+                return log_unreachable(r, "Cannot connect to the varlink socket %s: %m%s", path,
+                                       r == -ENOENT || r == -ECONNREFUSED ? " (is portpubd running?)"
+                                                                          : "");
         p = strdup(path);
         if (!p)
                 return log_oom();

@@ -20,6 +20,13 @@
 int log_error_errno(int error, const char *format, ...) _printf_(2, 3);
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
 
+/* Exit status 3: the daemon could not be reached at all (no bus, nobody owns the name, no
+ * varlink socket), as opposed to 1 for a call it refused or failed. */
+#define EXIT_NO_DAEMON 3
+/* Set by a transport that could not reach the daemon, for exit status EXIT_NO_DAEMON. */
+extern bool daemon_unreachable;
+#define log_unreachable(error, ...) (daemon_unreachable = true, log_error_errno(error, __VA_ARGS__))
+
 /* What is asked */
 
 typedef struct PublishArgs {
@@ -47,9 +54,12 @@ int array_grow(void **array, size_t *allocated, size_t need, size_t size);
 typedef struct PortEntry {
         char *strings; /* owns the strings below */
         const char *sandbox, *protocol, *host_address, *guest_address, *state, *path;
+        const char *last_error, *proxy_protocol;
+        const char *listen_addresses; /* space-separated: "127.0.0.1:8080 [::1]:8080" */
         uint16_t host_port, guest_port;
-        uint32_t active_sessions;
-        uint64_t total_sessions, bytes_to_guest, bytes_from_guest;
+        uint32_t active_sessions, max_sessions;
+        uint64_t total_sessions, rejected_sessions, failed_sessions;
+        uint64_t bytes_to_guest, bytes_from_guest, idle_timeout_usec;
 } PortEntry;
 
 typedef struct PortList {
@@ -63,9 +73,12 @@ void port_list_done(PortList *l);
 
 typedef struct SandboxEntry {
         char *strings;
-        const char *id;
+        const char *id, *path;
         const char *guest_addresses; /* "10.0.0.2,fd00::2", "" for none */
         uint32_t n_ports;
+        uint32_t owner; /* uid of the caller that created it */
+        bool machine; /* follows the systemd-machined machine of its id */
+        uint64_t active_sessions;
 } SandboxEntry;
 
 typedef struct SandboxList {
@@ -73,8 +86,9 @@ typedef struct SandboxList {
         size_t n, allocated;
 } SandboxList;
 
-int sandbox_list_add(SandboxList *l, const char *id, uint32_t n_ports,
-                     const char *const *guest_addresses, size_t n_guest_addresses);
+/* Adds a copy of e with guest_addresses joined by commas (e->guest_addresses is ignored). */
+int sandbox_list_add(SandboxList *l, const SandboxEntry *e, const char *const *guest_addresses,
+                     size_t n_guest_addresses);
 void sandbox_list_done(SandboxList *l);
 
 /* One port of a publish reply, in the order asked. */
@@ -107,6 +121,15 @@ typedef struct PropertyList {
 int property_list_add(PropertyList *l, const char *name, char *value);
 void property_list_done(PropertyList *l);
 
+/* The daemon's own figures: the Manager object's properties, varlink's GetStatus. */
+typedef struct DaemonStatus {
+        char *version;
+        uint32_t n_sandboxes, n_ports, default_max_sessions;
+        uint64_t active_sessions, total_sessions, default_udp_idle_timeout_usec;
+} DaemonStatus;
+
+void daemon_status_done(DaemonStatus *s);
+
 /* One announcement of the daemon, for monitor; its strings are borrowed for the callback. */
 typedef enum MonitorEventType {
         MONITOR_READY, /* subscribed: every change from now on is announced */
@@ -134,6 +157,9 @@ typedef struct DaemonOps {
         /* The ports of the sandboxes in filter, or of all when n_filter is 0. */
         int (*list_ports)(Daemon *d, char *const *filter, size_t n_filter, PortList *ret);
         int (*list_sandboxes)(Daemon *d, SandboxList *ret);
+        /* port: one host port, no guest port; adds it to ret */
+        int (*get_port)(Daemon *d, const PortRange *port, PortList *ret);
+        int (*get_status)(Daemon *d, DaemonStatus *ret);
         int (*publish)(Daemon *d, const PublishArgs *a, PublishedList *ret);
         int (*unpublish)(Daemon *d, const char *sandbox, const PortRange *ranges, size_t n);
         int (*remove_sandbox)(Daemon *d, const char *sandbox);

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <json-c/json.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -20,9 +22,12 @@
 /* Exit status for a command line that is wrong before anything was asked of the daemon. */
 #define EXIT_USAGE 2
 
+typedef enum JsonMode { JSON_OFF, JSON_PRETTY, JSON_SHORT } JsonMode;
+
 static BusKind arg_bus = BUS_SYSTEM;
 static const char *arg_address;
 static bool arg_legend = true;
+static JsonMode arg_json = JSON_OFF;
 static bool arg_ask_password = true;
 static const char *arg_guests[2];
 static size_t arg_n_guests;
@@ -37,6 +42,7 @@ static const char *arg_varlink_path; /* NULL: the default of --system or --user 
 
 /* Set when the command line is wrong: exit 2 rather than 1. */
 static bool usage_failed;
+bool daemon_unreachable;
 
 /* Messages */
 
@@ -163,6 +169,131 @@ static int table_print(const Table *t, bool legend) {
         return 0;
 }
 
+/* "512B", "1.2K", "3.0M": bytes in IEC units, one decimal, as systemctl prints them. */
+static const char *format_bytes(uint64_t n, char *buf, size_t size) {
+        static const char suffixes[] = "KMGTPE";
+        uint64_t factor = 1024;
+        size_t i = 0;
+
+        if (n < 1024) {
+                snprintf(buf, size, "%" PRIu64 "B", n);
+                return buf;
+        }
+        while (i + 1 < strlen(suffixes) && n / factor >= 1024) {
+                factor *= 1024;
+                i++;
+        }
+        snprintf(buf, size, "%" PRIu64 ".%" PRIu64 "%c", n / factor, (n % factor) * 10 / factor,
+                 suffixes[i]);
+        return buf;
+}
+
+#define BYTES_MAX sizeof("1023.9E")
+
+/* "1min 30s", "250ms", "0": a duration as systemctl prints it. */
+static const char *format_timespan(uint64_t usec, char *buf, size_t size) {
+        static const struct {
+                const char *suffix;
+                uint64_t factor;
+        } units[] = {
+                { "d", 24 * 3600 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC },
+                { "min", 60 * USEC_PER_SEC },      { "s", USEC_PER_SEC },
+                { "ms", USEC_PER_MSEC },           { "us", 1 },
+        };
+        size_t at = 0;
+
+        buf[0] = 0;
+        if (usec == 0) {
+                snprintf(buf, size, "0");
+                return buf;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(units) && at < size; i++) {
+                uint64_t n = usec / units[i].factor;
+
+                if (n == 0)
+                        continue;
+                at += (size_t) snprintf(buf + at, size - at, "%s%" PRIu64 "%s", at > 0 ? " " : "",
+                                        n, units[i].suffix);
+                usec -= n * units[i].factor;
+        }
+        return buf;
+}
+
+#define TIMESPAN_MAX sizeof("213503982d 23h 59min 59s 999ms 999us")
+
+/* JSON output (--json): snake_case field names, numbers as numbers; man/portpubctl.1 lists them. */
+
+static void json_object_putp(json_object **o) {
+        json_object_put(*o);
+}
+#define _cleanup_json_ _cleanup_(json_object_putp)
+
+/* json_object_object_add() that takes value also on failure, and fails for a NULL one. */
+static int json_put(json_object *o, const char *key, json_object *value) {
+        if (!value)
+                return -ENOMEM;
+        if (json_object_object_add(o, key, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+static int json_put_string(json_object *o, const char *key, const char *value) {
+        return json_put(o, key, json_object_new_string(value ? value : ""));
+}
+
+static int json_put_uint(json_object *o, const char *key, uint64_t value) {
+        return json_put(o, key, json_object_new_uint64(value));
+}
+
+static int json_append(json_object *array, json_object *value) {
+        if (!value)
+                return -ENOMEM;
+        if (json_object_array_add(array, value) < 0) {
+                json_object_put(value);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+/* s split at sep into a JSON array of strings; "" is []. */
+static json_object *json_split(const char *s, char sep) {
+        json_object *a = json_object_new_array();
+
+        while (a && *s) {
+                size_t n = strcspn(s, (const char[]){ sep, 0 });
+
+                if (json_append(a, json_object_new_string_len(s, (int) n)) < 0) {
+                        json_object_put(a);
+                        return NULL;
+                }
+                s += n;
+                if (*s)
+                        s++;
+        }
+        return a;
+}
+
+/* Prints o on a line of its own (--json=short) or indented (--json, --json=pretty), and
+ * flushes, for whoever reads it through a pipe. Takes o. */
+static int json_print(json_object *o) {
+        _cleanup_json_ json_object *owned = o;
+        int flags = JSON_C_TO_STRING_NOSLASHESCAPE |
+                    (arg_json == JSON_SHORT ? JSON_C_TO_STRING_PLAIN
+                                            : JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED);
+        const char *text;
+
+        if (!o)
+                return log_oom();
+        text = json_object_to_json_string_ext(o, flags);
+        if (!text)
+                return log_oom();
+        if (puts(text) < 0 || fflush(stdout) != 0)
+                return log_error_errno(errno, "Failed to write to standard output: %m");
+        return 0;
+}
+
 /* What the daemon answers */
 
 int array_grow(void **array, size_t *allocated, size_t need, size_t size) {
@@ -205,8 +336,9 @@ static char *pack_strings(const char **const fields[], size_t n) {
 
 int port_list_add(PortList *l, const PortEntry *e) {
         PortEntry c = *e;
-        const char **const fields[] = { &c.sandbox,       &c.protocol, &c.host_address,
-                                        &c.guest_address, &c.state,    &c.path };
+        const char **const fields[] = { &c.sandbox,       &c.protocol,       &c.host_address,
+                                        &c.guest_address, &c.state,          &c.path,
+                                        &c.last_error,    &c.proxy_protocol, &c.listen_addresses };
 
         if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
                 return log_oom();
@@ -224,32 +356,32 @@ void port_list_done(PortList *l) {
         l->n = l->allocated = 0;
 }
 
-int sandbox_list_add(SandboxList *l, const char *id, uint32_t n_ports,
-                     const char *const *guest_addresses, size_t n_guest_addresses) {
-        size_t size = strlen(id) + 1, at;
-        SandboxEntry e = { .n_ports = n_ports };
-        char *block;
+int sandbox_list_add(SandboxList *l, const SandboxEntry *e, const char *const *guest_addresses,
+                     size_t n_guest_addresses) {
+        _cleanup_free_ char *joined = NULL;
+        SandboxEntry c = *e;
+        const char **const fields[] = { &c.id, &c.path, &c.guest_addresses };
+        size_t size = 1, at = 0;
 
-        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
-                return log_oom();
         for (size_t i = 0; i < n_guest_addresses; i++)
                 size += strlen(guest_addresses[i]) + 1;
-        block = malloc(size + 1);
-        if (!block)
+        joined = malloc(size);
+        if (!joined)
                 return log_oom();
-        strcpy(block, id);
-        at = strlen(id) + 1;
-        e.guest_addresses = block + at;
-        block[at] = 0;
         for (size_t i = 0; i < n_guest_addresses; i++) {
                 if (i > 0)
-                        block[at++] = ',';
-                strcpy(block + at, guest_addresses[i]);
+                        joined[at++] = ',';
+                memcpy(joined + at, guest_addresses[i], strlen(guest_addresses[i]));
                 at += strlen(guest_addresses[i]);
         }
-        e.strings = block;
-        e.id = block;
-        l->entries[l->n++] = e;
+        joined[at] = 0;
+        c.guest_addresses = joined;
+        if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
+                return log_oom();
+        c.strings = pack_strings(fields, ELEMENTSOF(fields));
+        if (!c.strings)
+                return log_oom();
+        l->entries[l->n++] = c;
         return 0;
 }
 
@@ -283,6 +415,10 @@ void published_list_done(PublishedList *l) {
                 free(l->entries[i].strings);
         l->entries = mfree(l->entries);
         l->n = l->allocated = 0;
+}
+
+void daemon_status_done(DaemonStatus *s) {
+        s->version = mfree(s->version);
 }
 
 int property_list_add(PropertyList *l, const char *name, char *value) {
@@ -347,6 +483,10 @@ static int signals_block(void) {
         sigset_t mask;
         int fd;
 
+        /* A blocked signal whose action is to ignore it is dropped, not queued: a shell starts
+         * background commands with SIGINT ignored. */
+        if (signal(SIGINT, SIG_DFL) == SIG_ERR || signal(SIGTERM, SIG_DFL) == SIG_ERR)
+                return log_error_errno(errno, "Failed to reset signal handlers: %m");
         sigemptyset(&mask);
         sigaddset(&mask, SIGINT);
         sigaddset(&mask, SIGTERM);
@@ -374,34 +514,81 @@ static int port_entry_compare(const void *a, const void *b) {
         return strcmp(x->host_address, y->host_address);
 }
 
+/* The guest end of a port: "10.0.0.2:80", "-:80" while the sandbox has no address for it. */
+static const char *format_guest(const PortEntry *e, char *buf, size_t size) {
+        if (e->guest_address[0] == 0)
+                snprintf(buf, size, "-:%u", e->guest_port);
+        else
+                format_host_port(e->guest_address, e->guest_port, buf, size);
+        return buf;
+}
+
+static json_object *port_to_json(const PortEntry *e) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        char host[HOST_PORT_MAX];
+
+        if (!o || json_put_string(o, "sandbox", e->sandbox) < 0 ||
+            json_put_string(o, "protocol", e->protocol) < 0 ||
+            json_put_string(o, "host",
+                            format_host_port(e->host_address, e->host_port, host, sizeof host)) < 0 ||
+            json_put_string(o, "host_address", e->host_address) < 0 ||
+            json_put_uint(o, "host_port", e->host_port) < 0 ||
+            json_put(o, "listen_addresses", json_split(e->listen_addresses, ' ')) < 0 ||
+            json_put_string(o, "guest_address", e->guest_address) < 0 ||
+            json_put_uint(o, "guest_port", e->guest_port) < 0 ||
+            json_put_string(o, "state", e->state) < 0 ||
+            json_put_string(o, "last_error", e->last_error) < 0 ||
+            json_put_uint(o, "active_sessions", e->active_sessions) < 0 ||
+            json_put_uint(o, "total_sessions", e->total_sessions) < 0 ||
+            json_put_uint(o, "rejected_sessions", e->rejected_sessions) < 0 ||
+            json_put_uint(o, "failed_sessions", e->failed_sessions) < 0 ||
+            json_put_uint(o, "bytes_to_guest", e->bytes_to_guest) < 0 ||
+            json_put_uint(o, "bytes_from_guest", e->bytes_from_guest) < 0 ||
+            json_put_uint(o, "idle_timeout_usec", e->idle_timeout_usec) < 0 ||
+            json_put_uint(o, "max_sessions", e->max_sessions) < 0 ||
+            json_put_string(o, "proxy_protocol", e->proxy_protocol) < 0 ||
+            json_put_string(o, "object_path", e->path) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+/* The ports of sandbox (NULL: all) as a JSON array. */
+static json_object *ports_to_json(const PortList *l, const char *sandbox) {
+        _cleanup_json_ json_object *a = json_object_new_array();
+
+        for (size_t i = 0; a && i < l->n; i++)
+                if ((!sandbox || strcmp(l->entries[i].sandbox, sandbox) == 0) &&
+                    json_append(a, port_to_json(&l->entries[i])) < 0)
+                        return NULL;
+        return TAKE_PTR(a);
+}
+
+static void sort_ports(PortList *l) {
+        if (l->n > 0)
+                qsort(l->entries, l->n, sizeof *l->entries, port_entry_compare);
+}
+
 static int print_ports(PortList *l) {
-        static const char *const header[] = { "SANDBOX", "PROTO", "LISTEN",   "GUEST",    "STATE",
-                                              "ACTIVE",  "TOTAL", "BYTES-IN", "BYTES-OUT" };
+        static const char *const header[] = { "SANDBOX", "PROTO",  "HOST", "GUEST",
+                                              "STATE",   "ACTIVE", "TOTAL" };
         _cleanup_(table_done) Table t = {
-                .header = header, .n_columns = ELEMENTSOF(header), .right_aligned = 0x1e0, /* the counters */
+                .header = header, .n_columns = ELEMENTSOF(header), .right_aligned = 0x60, /* the counters */
         };
         int r;
 
-        if (l->n > 0)
-                qsort(l->entries, l->n, sizeof *l->entries, port_entry_compare);
+        sort_ports(l);
+        if (arg_json != JSON_OFF)
+                return json_print(ports_to_json(l, NULL));
         for (size_t i = 0; i < l->n; i++) {
                 const PortEntry *e = &l->entries[i];
-                char listen[HOST_PORT_MAX], guest[HOST_PORT_MAX];
-                char active[DECIMAL_MAX], total[DECIMAL_MAX], bytes_in[DECIMAL_MAX],
-                        bytes_out[DECIMAL_MAX];
+                char host[HOST_PORT_MAX], guest[HOST_PORT_MAX];
+                char active[DECIMAL_MAX], total[DECIMAL_MAX];
 
-                if (e->guest_address[0] == 0)
-                        snprintf(guest, sizeof guest, "-:%u", e->guest_port);
-                else
-                        format_host_port(e->guest_address, e->guest_port, guest, sizeof guest);
                 snprintf(active, sizeof active, "%" PRIu32, e->active_sessions);
                 snprintf(total, sizeof total, "%" PRIu64, e->total_sessions);
-                snprintf(bytes_in, sizeof bytes_in, "%" PRIu64, e->bytes_to_guest);
-                snprintf(bytes_out, sizeof bytes_out, "%" PRIu64, e->bytes_from_guest);
                 r = table_add_row(&t, e->sandbox, e->protocol,
-                                  format_host_port(e->host_address, e->host_port, listen,
-                                                   sizeof listen),
-                                  guest, e->state, active, total, bytes_in, bytes_out);
+                                  format_host_port(e->host_address, e->host_port, host, sizeof host),
+                                  format_guest(e, guest, sizeof guest), e->state, active, total);
                 if (r < 0)
                         return r;
         }
@@ -437,6 +624,25 @@ static int sandbox_entry_compare(const void *a, const void *b) {
         return strcmp(((const SandboxEntry *) a)->id, ((const SandboxEntry *) b)->id);
 }
 
+static json_object *sandbox_to_json(const SandboxEntry *e) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+
+        if (!o || json_put_string(o, "sandbox", e->id) < 0 ||
+            json_put(o, "guest_addresses", json_split(e->guest_addresses, ',')) < 0 ||
+            json_put_uint(o, "owner", e->owner) < 0 ||
+            json_put(o, "machine", json_object_new_boolean(e->machine)) < 0 ||
+            json_put_uint(o, "n_ports", e->n_ports) < 0 ||
+            json_put_uint(o, "active_sessions", e->active_sessions) < 0 ||
+            json_put_string(o, "object_path", e->path) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+static void sort_sandboxes(SandboxList *l) {
+        if (l->n > 0)
+                qsort(l->entries, l->n, sizeof *l->entries, sandbox_entry_compare);
+}
+
 static int print_sandboxes(SandboxList *l) {
         static const char *const header[] = { "SANDBOX", "PORTS", "GUEST-ADDRESSES" };
         _cleanup_(table_done) Table t = {
@@ -446,8 +652,15 @@ static int print_sandboxes(SandboxList *l) {
         };
         int r;
 
-        if (l->n > 0)
-                qsort(l->entries, l->n, sizeof *l->entries, sandbox_entry_compare);
+        sort_sandboxes(l);
+        if (arg_json != JSON_OFF) {
+                _cleanup_json_ json_object *a = json_object_new_array();
+
+                for (size_t i = 0; a && i < l->n; i++)
+                        if (json_append(a, sandbox_to_json(&l->entries[i])) < 0)
+                                return log_oom();
+                return json_print(TAKE_PTR(a));
+        }
         for (size_t i = 0; i < l->n; i++) {
                 const SandboxEntry *e = &l->entries[i];
                 char n_ports[DECIMAL_MAX];
@@ -486,15 +699,38 @@ static int verb_sandboxes(int argc, char **argv) {
         return print_sandboxes(&l);
 }
 
-static void print_published(const PublishedList *l) {
-        for (size_t i = 0; i < l->n; i++) {
-                const PublishedPort *p = &l->entries[i];
-                char listen[HOST_PORT_MAX];
+static int print_published(const char *sandbox, const PublishedList *l) {
+        _cleanup_json_ json_object *a = NULL;
 
-                printf("%s %s -> %u (%s)\n", p->protocol,
-                       format_host_port(p->host_address, p->host_port, listen, sizeof listen),
-                       p->guest_port, p->path);
+        if (arg_json == JSON_OFF) {
+                for (size_t i = 0; i < l->n; i++) {
+                        const PublishedPort *p = &l->entries[i];
+                        char listen[HOST_PORT_MAX];
+
+                        printf("%s %s -> %u (%s)\n", p->protocol,
+                               format_host_port(p->host_address, p->host_port, listen, sizeof listen),
+                               p->guest_port, p->path);
+                }
+                return 0;
         }
+        a = json_object_new_array();
+        for (size_t i = 0; a && i < l->n; i++) {
+                const PublishedPort *p = &l->entries[i];
+                _cleanup_json_ json_object *o = json_object_new_object();
+                char host[HOST_PORT_MAX];
+
+                if (!o || json_put_string(o, "sandbox", sandbox) < 0 ||
+                    json_put_string(o, "protocol", p->protocol) < 0 ||
+                    json_put_string(o, "host",
+                                    format_host_port(p->host_address, p->host_port, host,
+                                                     sizeof host)) < 0 ||
+                    json_put_string(o, "host_address", p->host_address) < 0 ||
+                    json_put_uint(o, "host_port", p->host_port) < 0 ||
+                    json_put_uint(o, "guest_port", p->guest_port) < 0 ||
+                    json_put_string(o, "object_path", p->path) < 0 || json_append(a, TAKE_PTR(o)) < 0)
+                        return log_oom();
+        }
+        return json_print(TAKE_PTR(a));
 }
 
 static int verb_publish(int argc, char **argv) {
@@ -534,14 +770,14 @@ static int verb_publish(int argc, char **argv) {
         r = d->ops->publish(d, &a, &l);
         if (r < 0)
                 return r;
-        print_published(&l);
-
-        if (!arg_bind_to_caller)
-                return 0;
+        r = print_published(a.sandbox, &l);
+        if (r < 0 || !arg_bind_to_caller)
+                return r;
         if (fflush(stdout) != 0)
                 return log_error_errno(errno, "Failed to write to standard output: %m");
-        if (isatty(STDERR_FILENO))
-                fprintf(stderr, "Published while portpubctl runs; press Ctrl-C to unpublish.\n");
+        /* Also when not on a terminal: a script's log says why the command does not return. */
+        fprintf(stderr,
+                "Published while portpubctl runs; press Ctrl-C or send SIGTERM to unpublish.\n");
         return d->ops->hold(d, signal_fd);
 }
 
@@ -589,6 +825,42 @@ static void print_properties(const PropertyList *l) {
                 printf("%s=%s\n", l->entries[i].name, l->entries[i].value);
 }
 
+static json_object *daemon_status_to_json(const DaemonStatus *st) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+
+        if (!o || json_put_string(o, "version", st->version) < 0 ||
+            json_put_uint(o, "n_sandboxes", st->n_sandboxes) < 0 ||
+            json_put_uint(o, "n_ports", st->n_ports) < 0 ||
+            json_put_uint(o, "active_sessions", st->active_sessions) < 0 ||
+            json_put_uint(o, "total_sessions", st->total_sessions) < 0 ||
+            json_put_uint(o, "default_max_sessions", st->default_max_sessions) < 0 ||
+            json_put_uint(o, "default_udp_idle_timeout_usec", st->default_udp_idle_timeout_usec) < 0)
+                return NULL;
+        return TAKE_PTR(o);
+}
+
+static int show_port_json(Daemon *d, const PortRange *p) {
+        _cleanup_(port_list_done) PortList l = {};
+        int r;
+
+        r = d->ops->get_port(d, p, &l);
+        if (r < 0)
+                return r;
+        if (l.n != 1)
+                return log_error_errno(EBADMSG, "The daemon answered for %zu ports, not one.", l.n);
+        return json_print(port_to_json(&l.entries[0]));
+}
+
+static int show_daemon_json(Daemon *d) {
+        _cleanup_(daemon_status_done) DaemonStatus st = {};
+        int r;
+
+        r = d->ops->get_status(d, &st);
+        if (r < 0)
+                return r;
+        return json_print(daemon_status_to_json(&st));
+}
+
 static int verb_show(int argc, char **argv) {
         _cleanup_(daemon_freep) Daemon *d = NULL;
         _cleanup_(property_list_done) PropertyList l = {};
@@ -608,6 +880,8 @@ static int verb_show(int argc, char **argv) {
         r = daemon_open(&d);
         if (r < 0)
                 return r;
+        if (arg_json != JSON_OFF)
+                return argc > 1 ? show_port_json(d, &p) : show_daemon_json(d);
         if (argc > 1)
                 r = d->ops->show_port(d, &p, &l);
         else
@@ -618,10 +892,190 @@ static int verb_show(int argc, char **argv) {
         return 0;
 }
 
+/* status */
+
+static void print_field(int width, const char *label, const char *format, ...) _printf_(3, 4);
+static void print_field(int width, const char *label, const char *format, ...) {
+        va_list ap;
+
+        printf("%*s: ", width, label);
+        va_start(ap, format);
+        vprintf(format, ap);
+        va_end(ap);
+        fputc('\n', stdout);
+}
+
+#define DAEMON_LABEL_WIDTH ((int) sizeof("UDP idle timeout") - 1)
+
+static int print_daemon_status(Daemon *d) {
+        _cleanup_(daemon_status_done) DaemonStatus st = {};
+        char timespan[TIMESPAN_MAX];
+        const int w = DAEMON_LABEL_WIDTH;
+        int r;
+
+        r = d->ops->get_status(d, &st);
+        if (r < 0)
+                return r;
+        if (arg_json != JSON_OFF)
+                return json_print(daemon_status_to_json(&st));
+        print_field(w, "Version", "%s", st.version);
+        print_field(w, "Sandboxes", "%" PRIu32, st.n_sandboxes);
+        print_field(w, "Ports", "%" PRIu32, st.n_ports);
+        print_field(w, "Sessions", "%" PRIu64 " active, %" PRIu64 " total", st.active_sessions,
+                    st.total_sessions);
+        print_field(w, "Max sessions", "%" PRIu32 " per port, unless published with another",
+                    st.default_max_sessions);
+        print_field(w, "UDP idle timeout", "%s, unless published with another",
+                    format_timespan(st.default_udp_idle_timeout_usec, timespan, sizeof timespan));
+        return 0;
+}
+
+/* "  Guest addresses: " */
+#define SANDBOX_LABEL_WIDTH ((int) sizeof("  Guest addresses") - 1)
+
+static void print_port_status(const PortEntry *e) {
+        char host[HOST_PORT_MAX], guest[HOST_PORT_MAX], to[BYTES_MAX], from[BYTES_MAX];
+        const int w = SANDBOX_LABEL_WIDTH;
+
+        print_field(w, "Port", "%s %s -> %s", e->protocol,
+                    format_host_port(e->host_address, e->host_port, host, sizeof host),
+                    format_guest(e, guest, sizeof guest));
+        printf("%*s  %s%s%s; sessions: %" PRIu32 " active, %" PRIu64 " total, %" PRIu64
+               " rejected, %" PRIu64 " failed\n",
+               w, "", e->state, e->last_error[0] ? ": " : "", e->last_error, e->active_sessions,
+               e->total_sessions, e->rejected_sessions, e->failed_sessions);
+        printf("%*s  %s to guest, %s from guest\n", w, "",
+               format_bytes(e->bytes_to_guest, to, sizeof to),
+               format_bytes(e->bytes_from_guest, from, sizeof from));
+}
+
+static void print_sandbox_status(const SandboxEntry *s, const PortList *ports) {
+        const struct passwd *pw = getpwuid(s->owner);
+        const int w = SANDBOX_LABEL_WIDTH;
+        size_t n = 0;
+
+        printf("%s\n", s->id);
+        print_field(w, "Guest addresses", "%s", s->guest_addresses[0] ? s->guest_addresses : "none");
+        print_field(w, "Owner", "uid %" PRIu32 "%s%s%s", s->owner, pw ? " (" : "",
+                    pw ? pw->pw_name : "", pw ? ")" : "");
+        if (s->machine)
+                print_field(w, "Machine", "%s (follows systemd-machined's machine)", s->id);
+        else
+                print_field(w, "Machine", "none");
+        print_field(w, "Sessions", "%" PRIu64 " active", s->active_sessions);
+        for (size_t i = 0; i < ports->n; i++)
+                n += strcmp(ports->entries[i].sandbox, s->id) == 0;
+        print_field(w, "Ports", "%zu", n);
+        for (size_t i = 0; i < ports->n; i++)
+                if (strcmp(ports->entries[i].sandbox, s->id) == 0)
+                        print_port_status(&ports->entries[i]);
+}
+
+static int verb_status(int argc, char **argv) {
+        _cleanup_(daemon_freep) Daemon *d = NULL;
+        _cleanup_(sandbox_list_done) SandboxList sandboxes = {};
+        _cleanup_(port_list_done) PortList ports = {};
+        _cleanup_json_ json_object *a = NULL;
+        char *const *filter = argv + 1;
+        size_t n_filter = (size_t) argc - 1, shown = 0;
+        int r;
+
+        r = daemon_open(&d);
+        if (r < 0)
+                return r;
+        if (n_filter == 0)
+                return print_daemon_status(d);
+
+        r = d->ops->list_sandboxes(d, &sandboxes);
+        if (r < 0)
+                return r;
+        r = d->ops->list_ports(d, filter, n_filter, &ports);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_filter; i++) {
+                bool found = false;
+
+                for (size_t k = 0; !found && k < sandboxes.n; k++)
+                        found = strcmp(sandboxes.entries[k].id, filter[i]) == 0;
+                if (!found)
+                        return log_error_errno(0, "No sandbox '%s'", filter[i]);
+        }
+        sort_sandboxes(&sandboxes);
+        sort_ports(&ports);
+
+        if (arg_json != JSON_OFF)
+                a = json_object_new_array();
+        for (size_t i = 0; i < sandboxes.n; i++) {
+                const SandboxEntry *s = &sandboxes.entries[i];
+                _cleanup_json_ json_object *o = NULL;
+
+                if (!sandbox_selected(s->id, filter, n_filter))
+                        continue;
+                if (arg_json == JSON_OFF) {
+                        if (shown++ > 0)
+                                fputc('\n', stdout);
+                        print_sandbox_status(s, &ports);
+                        continue;
+                }
+                o = sandbox_to_json(s);
+                if (!a || !o || json_put(o, "ports", ports_to_json(&ports, s->id)) < 0 ||
+                    json_append(a, TAKE_PTR(o)) < 0)
+                        return log_oom();
+        }
+        if (arg_json != JSON_OFF)
+                return json_print(TAKE_PTR(a));
+        return 0;
+}
+
+static const char *const event_names[] = {
+        [MONITOR_READY] = "ready",
+        [MONITOR_SANDBOX_NEW] = "sandbox_new",
+        [MONITOR_SANDBOX_REMOVED] = "sandbox_removed",
+        [MONITOR_PORT_PUBLISHED] = "port_published",
+        [MONITOR_PORT_UNPUBLISHED] = "port_unpublished",
+};
+
+/* One line of JSON for the event. */
+static void print_event_json(const MonitorEvent *e) {
+        _cleanup_json_ json_object *o = json_object_new_object();
+        char host[HOST_PORT_MAX];
+        int r;
+
+        r = o ? json_put_string(o, "event", event_names[e->type]) : -ENOMEM;
+        if (r >= 0 && e->type != MONITOR_READY)
+                r = json_put_string(o, "sandbox", e->sandbox);
+        if (r >= 0 && e->type != MONITOR_READY)
+                r = json_put_string(o, "object_path", e->path);
+        if (r >= 0 && (e->type == MONITOR_PORT_PUBLISHED || e->type == MONITOR_PORT_UNPUBLISHED)) {
+                r = json_put_string(o, "protocol", e->protocol);
+                if (r >= 0)
+                        r = json_put_string(o, "host",
+                                            format_host_port(e->host_address, e->host_port, host,
+                                                             sizeof host));
+                if (r >= 0)
+                        r = json_put_string(o, "host_address", e->host_address);
+                if (r >= 0)
+                        r = json_put_uint(o, "host_port", e->host_port);
+        }
+        if (r >= 0 && e->type == MONITOR_PORT_UNPUBLISHED)
+                r = json_put_string(o, "reason", e->reason);
+        if (r < 0) {
+                log_oom();
+                return;
+        }
+        (void) json_print(TAKE_PTR(o));
+}
+
 static void print_event(const MonitorEvent *e, void *userdata) {
         const Daemon *d = userdata;
         char listen[HOST_PORT_MAX];
 
+        if (e->type >= ELEMENTSOF(event_names))
+                return;
+        if (arg_json != JSON_OFF) {
+                print_event_json(e);
+                return;
+        }
         switch (e->type) {
         case MONITOR_READY:
                 if (!arg_legend)
@@ -656,6 +1110,9 @@ static int verb_monitor(int argc, char **argv) {
         _cleanup_close_ int signal_fd = -EBADF;
         int r;
 
+        /* One event a line, whatever --json= says. */
+        if (arg_json != JSON_OFF)
+                arg_json = JSON_SHORT;
         signal_fd = signals_block();
         if (signal_fd < 0)
                 return signal_fd;
@@ -677,6 +1134,8 @@ static void help(void) {
                "  unpublish SANDBOX PORT...      Unpublish ports\n"
                "  remove SANDBOX...              Unpublish all ports of sandboxes, forget them\n"
                "  set-guest SANDBOX ADDRESS...   Set a sandbox's guest addresses\n"
+               "  status [SANDBOX...]            Show sandboxes with their ports and counters\n"
+               "                                 (or the daemon's figures)\n"
                "  show [PORT]                    Show a port's properties (or the daemon's)\n"
                "  monitor                        Print publications as they happen\n\n"
                "SPEC is [HOST_ADDR:]HOST_PORT:GUEST_PORT[/tcp|/udp], as docker run -p takes;\n"
@@ -695,6 +1154,7 @@ static void help(void) {
                "                            %s, with --user\n"
                "                            $XDG_RUNTIME_DIR/portpub/%s)\n"
                "     --no-legend            Print no column headers and no footer\n"
+               "     --json[=pretty|short]  Print JSON (monitor: one object a line)\n"
                "     --no-ask-password      Do not let polkit ask for a password (over varlink\n"
                "                            it never may)\n"
                "Options of publish:\n"
@@ -721,6 +1181,7 @@ static const Verb verbs[] = {
         { "publish", 3, -1, verb_publish }, { "unpublish", 3, -1, verb_unpublish },
         { "remove", 2, -1, verb_remove },   { "set-guest", 3, -1, verb_set_guest },
         { "show", 1, 2, verb_show },        { "monitor", 1, 1, verb_monitor },
+        { "status", 1, -1, verb_status },
 };
 
 static int parse_argv(int argc, char *argv[]) {
@@ -737,6 +1198,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_PROXY_PROTOCOL,
                 ARG_BIND_TO_CALLER,
                 ARG_VARLINK,
+                ARG_JSON,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -752,6 +1214,7 @@ static int parse_argv(int argc, char *argv[]) {
                 { "proxy-protocol", required_argument, NULL, ARG_PROXY_PROTOCOL },
                 { "bind-to-caller", no_argument, NULL, ARG_BIND_TO_CALLER },
                 { "varlink", optional_argument, NULL, ARG_VARLINK },
+                { "json", optional_argument, NULL, ARG_JSON },
                 {},
         };
         uint64_t v;
@@ -829,6 +1292,15 @@ static int parse_argv(int argc, char *argv[]) {
                         arg_varlink = true;
                         arg_varlink_path = optarg;
                         break;
+                case ARG_JSON:
+                        if (!optarg || strcmp(optarg, "pretty") == 0)
+                                arg_json = JSON_PRETTY;
+                        else if (strcmp(optarg, "short") == 0)
+                                arg_json = JSON_SHORT;
+                        else
+                                return log_usage("Invalid --json='%s': expected pretty or short.",
+                                                 optarg);
+                        break;
                 case ':':
                         return log_usage("Option '%s' needs a value.", argv[optind - 1]);
                 case '?':
@@ -889,5 +1361,7 @@ int main(int argc, char *argv[]) {
                 r = log_error_errno(EIO, "Failed to write to standard output.");
         if (usage_failed)
                 return EXIT_USAGE;
+        if (daemon_unreachable)
+                return EXIT_NO_DAEMON;
         return r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 }

@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "config.h"
 #include "testlib.h"
@@ -140,14 +143,17 @@ static void on_line(GObject *source, GAsyncResult *res, gpointer data) {
         g_data_input_stream_read_line_async(bg->lines, G_PRIORITY_DEFAULT, NULL, on_line, bg);
 }
 
-static Bg *bg_start_via(Fixture *f, Via via, const char *const *args) {
+/* merge_stderr: stderr into the output read, else to the test's log, where a sanitizer report
+ * says what went wrong. */
+static Bg *bg_start_full(Fixture *f, Via via, gboolean merge_stderr, const char *const *args) {
         g_autoptr(GPtrArray) argv = ctl_argv(f, via, args);
         g_autoptr(GError) error = NULL;
         Bg *bg = g_new0(Bg, 1);
 
-        /* stderr goes to the test's log: a sanitizer report there says what went wrong. */
         bg->proc = g_subprocess_newv((const char *const *) argv->pdata,
-                                     G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+                                     G_SUBPROCESS_FLAGS_STDOUT_PIPE |
+                                             (merge_stderr ? G_SUBPROCESS_FLAGS_STDERR_MERGE : 0),
+                                     &error);
         g_assert_no_error(error);
         bg->out = g_string_new(NULL);
         bg->lines = g_data_input_stream_new(g_subprocess_get_stdout_pipe(bg->proc));
@@ -176,6 +182,7 @@ static void bg_wait_for(Bg *bg, const char *text) {
         }
 }
 
+#define bg_start_via(f, via, args) bg_start_full(f, via, FALSE, args)
 #define bg_start(f, args) bg_start_via(f, VIA_DBUS, args)
 
 static void on_bg_exited(GObject *source, GAsyncResult *res, gpointer data) {
@@ -475,14 +482,14 @@ static void test_publish_list_show(Fixture *f, gconstpointer data) {
         list = ctl_ok(f, "list");
         rows = split_lines(list);
         g_assert_cmpuint(g_strv_length(rows), ==, 7);
-        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +LISTEN +GUEST +STATE +ACTIVE +TOTAL "
-                                           "+BYTES-IN +BYTES-OUT$",
+        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +HOST +GUEST +STATE +ACTIVE +TOTAL$",
                                            rows[0], 0, 0));
         g_assert_cmpstr(rows[5], ==, "");
         g_assert_cmpstr(rows[6], ==, "4 ports listed.");
         g_strfreev(rows);
 
-        /* Without the legend: rows only, and the counters of the traffic above. */
+        /* Without the legend: rows only, and the session counters of the traffic above (the
+         * byte counters are in status and the JSON). */
         bare = ctl_ok(f, "--no-legend", "list");
         rows = split_lines(bare);
         g_assert_cmpuint(g_strv_length(rows), ==, 4);
@@ -492,7 +499,7 @@ static void test_publish_list_show(Fixture *f, gconstpointer data) {
                 unsigned port;
                 int end = -1;
 
-                g_assert_cmpuint(g_strv_length(col), ==, 9);
+                g_assert_cmpuint(g_strv_length(col), ==, 7);
                 g_assert_cmpstr(col[0], ==, "web");
                 g_assert_cmpstr(col[1], ==, "tcp");
                 g_assert_cmpint(sscanf(col[2], "localhost:%u%n", &port, &end), ==, 1);
@@ -501,17 +508,13 @@ static void test_publish_list_show(Fixture *f, gconstpointer data) {
                 g_assert_cmpstr(col[5], ==, "0");
                 if (port == kernel_port) {
                         guest = g_strdup_printf("127.0.0.1:%u", test_echo_port(echo));
-                        /* Two sessions: "hello" and "hi" in, each echoed with "e:". */
+                        /* Two sessions: "hello" and "hi". */
                         g_assert_cmpstr(col[6], ==, "2");
-                        g_assert_cmpstr(col[7], ==, "7");
-                        g_assert_cmpstr(col[8], ==, "11");
                 } else {
                         g_assert_cmpuint(port, >=, host_base);
                         g_assert_cmpuint(port, <=, host_base + 2);
                         guest = g_strdup_printf("127.0.0.1:%u", guest_base + port - host_base);
                         g_assert_cmpstr(col[6], ==, "1");
-                        g_assert_cmpstr(col[7], ==, "4");
-                        g_assert_cmpstr(col[8], ==, "7");
                 }
                 g_assert_cmpstr(col[3], ==, guest);
                 /* Sorted by port. */
@@ -766,11 +769,33 @@ static void test_daemon_errors(Fixture *f, gconstpointer data) {
         g_free(err);
         g_free(out);
 
-        /* No daemon on the bus at all. */
+        /* No daemon on the bus at all: exit status 3, in plain words. */
         g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
-        out = ctl_expect(f, 1, &err, CTL_ARGS("list"));
-        g_assert_true(g_str_has_prefix(err, "portpubctl: "));
-        g_assert_nonnull(strstr(err, TEST_BUS_NAME));
+        out = ctl_expect(f, 3, &err, CTL_ARGS("list"));
+        g_assert_cmpstr(err, ==,
+                        "portpubctl: Cannot list the ports: portpubd is not running (nobody owns "
+                        "io.portpub.Publisher1 on the bus).\n");
+        g_free(err);
+        g_free(out);
+        /* No bus either. */
+        {
+                const char *const args[] = { g_getenv("PORTPUBCTL"),
+                                             "--address=unix:path=/nonexistent/bus", "status", NULL };
+                g_autofree char *o = NULL, *e = NULL;
+                g_autoptr(GError) error = NULL;
+                int status = 0;
+
+                g_assert_true(g_spawn_sync(NULL, (char **) args, NULL, G_SPAWN_DEFAULT, NULL, NULL,
+                                           &o, &e, &status, &error));
+                g_assert_no_error(error);
+                g_assert_true(WIFEXITED(status));
+                g_assert_cmpint(WEXITSTATUS(status), ==, 3);
+                g_assert_cmpstr(e, ==,
+                                "portpubctl: Cannot connect to the bus at "
+                                "'unix:path=/nonexistent/bus': No such file or directory\n");
+        }
+        err = NULL;
+        out = NULL;
         /* Restarted so that the teardown finds a daemon to stop. */
         test_daemon_free(f->daemon);
         f->daemon = test_daemon_start(f->bus);
@@ -836,7 +861,7 @@ static gboolean one_active_session(gpointer data) {
         return test_get_u64(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "ActiveSessions") == 1;
 }
 
-/* The columns of the --no-legend list row of port (LISTEN ending in ":PORT"). */
+/* The columns of the --no-legend list row of port (HOST ending in ":PORT"). */
 static GStrv list_row(const char *list, guint16 port) {
         g_auto(GStrv) rows = split_lines(list);
         g_autofree char *suffix = g_strdup_printf(":%u", port);
@@ -844,7 +869,7 @@ static GStrv list_row(const char *list, guint16 port) {
         for (guint i = 0; rows[i]; i++) {
                 GStrv col = g_regex_split_simple(" +", rows[i], 0, 0);
 
-                if (g_strv_length(col) == 9 && g_str_has_suffix(col[2], suffix))
+                if (g_strv_length(col) == 7 && g_str_has_suffix(col[2], suffix))
                         return col;
                 g_strfreev(col);
         }
@@ -903,8 +928,7 @@ static void test_varlink_publish_list_show(Fixture *f, gconstpointer data) {
         list = ctl_both_ok(f, "list");
         rows = split_lines(list);
         g_assert_cmpuint(g_strv_length(rows), ==, 8);
-        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +LISTEN +GUEST +STATE +ACTIVE +TOTAL "
-                                           "+BYTES-IN +BYTES-OUT$",
+        g_assert_true(g_regex_match_simple("^SANDBOX +PROTO +HOST +GUEST +STATE +ACTIVE +TOTAL$",
                                            rows[0], 0, 0));
         g_assert_cmpstr(rows[7], ==, "5 ports listed.");
 
@@ -921,8 +945,6 @@ static void test_varlink_publish_list_show(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(col[4], ==, "listening");
         g_assert_cmpstr(col[5], ==, "0");
         g_assert_cmpstr(col[6], ==, "2");
-        g_assert_cmpstr(col[7], ==, "7");
-        g_assert_cmpstr(col[8], ==, "11");
         g_strfreev(g_steal_pointer(&col));
         col = list_row(bare, udp_port);
         g_free(expect);
@@ -931,8 +953,6 @@ static void test_varlink_publish_list_show(Fixture *f, gconstpointer data) {
         g_assert_cmpstr(col[2], ==, expect);
         g_assert_cmpstr(col[5], ==, "1");
         g_assert_cmpstr(col[6], ==, "1");
-        g_assert_cmpstr(col[7], ==, "5");
-        g_assert_cmpstr(col[8], ==, "7");
 
         /* Filtered here, as over D-Bus: a sandbox without ports is no error. */
         {
@@ -1102,12 +1122,13 @@ static void test_varlink_errors(Fixture *f, gconstpointer data) {
         g_free(err);
         g_free(out);
 
-        /* No daemon on the socket: the line names it. */
+        /* No daemon on the socket: exit status 3, the line names it. */
         path = g_strdup(f->daemon->varlink);
         g_assert_cmpint(test_daemon_stop(f->daemon), ==, 0);
-        out = vl_expect(f, 1, &err, CTL_ARGS("list"));
-        g_assert_true(g_str_has_prefix(err, "portpubctl: Failed to connect to the varlink socket "));
+        out = vl_expect(f, 3, &err, CTL_ARGS("list"));
+        g_assert_true(g_str_has_prefix(err, "portpubctl: Cannot connect to the varlink socket "));
         g_assert_nonnull(strstr(err, path));
+        g_assert_true(g_str_has_suffix(err, " (is portpubd running?)\n"));
         test_daemon_free(f->daemon);
         f->daemon = test_daemon_start(f->bus);
 }
@@ -1222,6 +1243,340 @@ static void test_varlink_bind_to_caller(Fixture *f, gconstpointer data) {
         f->daemon = test_daemon_start(f->bus);
 }
 
+/* JSON output, status, errors in plain words */
+
+static void json_putp(json_object **o) {
+        json_object_put(*o);
+}
+#define _cleanup_json_ __attribute__((cleanup(json_putp)))
+
+/* Parses text, which must be one JSON value and nothing but white space after it. */
+static json_object *parse_json(const char *text) {
+        json_tokener *tok = json_tokener_new();
+        json_object *o;
+        size_t used;
+
+        g_assert_nonnull(tok);
+        o = json_tokener_parse_ex(tok, text, (int) strlen(text));
+        if (!o || json_tokener_get_error(tok) != json_tokener_success)
+                g_error("not JSON: '%s'", text);
+        used = json_tokener_get_parse_end(tok);
+        json_tokener_free(tok);
+        g_assert_cmpuint(strspn(text + used, " \n"), ==, strlen(text + used));
+        return o;
+}
+
+static json_object *jget(json_object *o, const char *key, json_type type) {
+        json_object *v = NULL;
+
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+                g_error("no field '%s' of type %s in %s", key, json_type_to_name(type),
+                        json_object_to_json_string(o));
+        return v;
+}
+
+static const char *jstr(json_object *o, const char *key) {
+        return json_object_get_string(jget(o, key, json_type_string));
+}
+
+static gint64 jint(json_object *o, const char *key) {
+        return json_object_get_int64(jget(o, key, json_type_int));
+}
+
+static json_object *jidx(json_object *a, size_t i) {
+        g_assert_true(json_object_is_type(a, json_type_array));
+        g_assert_cmpuint(i, <, json_object_array_length(a));
+        return json_object_array_get_idx(a, i);
+}
+
+/* The element of array a whose host_port is port. */
+static json_object *jport(json_object *a, guint16 port) {
+        for (size_t i = 0; i < json_object_array_length(a); i++)
+                if (jint(jidx(a, i), "host_port") == port)
+                        return jidx(a, i);
+        g_error("no port %u in %s", port, json_object_to_json_string(a));
+}
+
+/* publish --json with a kernel-picked port, a range and UDP; list, sandboxes, status and show
+ * as JSON and status as text, over D-Bus and varlink alike (ctl_both). */
+static void test_json_and_status(Fixture *f, gconstpointer data) {
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, "e:");
+        TestEcho *uecho = test_echo_new(IPPROTO_UDP, "127.0.0.1", 0, "u:");
+        guint16 base = find_free_ports(2), kport, uport;
+        g_autofree char *kspec = g_strdup_printf("0:%u", test_echo_port(echo));
+        g_autofree char *range = g_strdup_printf("%u-%u:9000-9001", base, base + 1);
+        g_autofree char *uspec = g_strdup_printf("127.0.0.1:0:%u/udp", test_echo_port(uecho));
+        g_autofree char *out = NULL, *text = NULL, *line = NULL, *err = NULL;
+        _cleanup_json_ json_object *pub = NULL, *list = NULL, *st = NULL, *show = NULL, *sbs = NULL,
+                                   *dst = NULL;
+        json_object *p, *s, *la;
+        int fd;
+
+        out = ctl_ok(f, "--json", "publish", "web", kspec, range, uspec, "--guest=127.0.0.1");
+        pub = parse_json(out);
+        g_assert_cmpuint(json_object_array_length(pub), ==, 4);
+        p = jidx(pub, 0);
+        g_assert_cmpstr(jstr(p, "sandbox"), ==, "web");
+        g_assert_cmpstr(jstr(p, "protocol"), ==, "tcp");
+        g_assert_cmpstr(jstr(p, "host_address"), ==, "");
+        kport = (guint16) jint(p, "host_port");
+        g_assert_cmpuint(kport, !=, 0);
+        g_assert_cmpint(jint(p, "guest_port"), ==, test_echo_port(echo));
+        line = g_strdup_printf("localhost:%u", kport);
+        g_assert_cmpstr(jstr(p, "host"), ==, line);
+        g_assert_true(g_str_has_prefix(jstr(p, "object_path"), "/io/portpub/Publisher1/port/"));
+        for (int i = 0; i < 2; i++) {
+                g_assert_cmpint(jint(jidx(pub, 1 + i), "host_port"), ==, base + i);
+                g_assert_cmpint(jint(jidx(pub, 1 + i), "guest_port"), ==, 9000 + i);
+        }
+        p = jidx(pub, 3);
+        g_assert_cmpstr(jstr(p, "protocol"), ==, "udp");
+        g_assert_cmpstr(jstr(p, "host_address"), ==, "127.0.0.1");
+        uport = (guint16) jint(p, "host_port");
+        g_assert_cmpuint(uport, !=, 0);
+
+        /* The ports printed are the ones bound. */
+        roundtrip_via("127.0.0.1", kport, "hello", "e:hello");
+        fd = test_udp_socket("127.0.0.1");
+        test_udp_roundtrip(fd, "127.0.0.1", uport, "dgram", "u:dgram");
+        close(fd);
+        g_assert_true(test_wait_until(one_active_session, f, 5000));
+
+        g_free(out);
+        out = ctl_both(f, 0, NULL, CTL_ARGS("list", "--json"));
+        list = parse_json(out);
+        g_assert_cmpuint(json_object_array_length(list), ==, 4);
+        p = jport(list, kport);
+        g_assert_cmpstr(jstr(p, "sandbox"), ==, "web");
+        g_assert_cmpstr(jstr(p, "host"), ==, line);
+        g_assert_cmpstr(jstr(p, "guest_address"), ==, "127.0.0.1");
+        g_assert_cmpstr(jstr(p, "state"), ==, "listening");
+        g_assert_cmpstr(jstr(p, "last_error"), ==, "");
+        g_assert_cmpint(jint(p, "active_sessions"), ==, 0);
+        g_assert_cmpint(jint(p, "total_sessions"), ==, 1);
+        g_assert_cmpint(jint(p, "rejected_sessions"), ==, 0);
+        g_assert_cmpint(jint(p, "failed_sessions"), ==, 0);
+        g_assert_cmpint(jint(p, "bytes_to_guest"), ==, 5);
+        g_assert_cmpint(jint(p, "bytes_from_guest"), ==, 7);
+        g_assert_cmpint(jint(p, "max_sessions"), ==, 4096);
+        g_assert_cmpint(jint(p, "idle_timeout_usec"), ==, 0);
+        la = jget(p, "listen_addresses", json_type_array);
+        g_free(line);
+        line = g_strdup_printf("127.0.0.1:%u", kport);
+        g_assert_cmpstr(json_object_get_string(jidx(la, 0)), ==, line);
+        p = jport(list, uport);
+        g_assert_cmpint(jint(p, "active_sessions"), ==, 1);
+        g_assert_cmpint(jint(p, "bytes_to_guest"), ==, 5);
+        g_assert_cmpint(jint(p, "idle_timeout_usec"), ==, 60000000);
+        g_free(out);
+
+        /* One line: --json=short. */
+        out = ctl_both(f, 0, NULL, CTL_ARGS("--json=short", "list", "web"));
+        g_assert_cmpuint(strlen(out), ==, strcspn(out, "\n") + 1);
+        g_free(out);
+
+        /* status as text: the sandbox, its owner, its ports with their byte counts. */
+        text = ctl_both(f, 0, NULL, CTL_ARGS("status", "web"));
+        g_assert_true(g_str_has_prefix(text, "web\n  Guest addresses: 127.0.0.1\n"));
+        g_free(line);
+        line = g_strdup_printf("            Owner: uid %u", getuid());
+        g_assert_true(g_str_has_prefix(strstr(text, "\n            Owner: ") + 1, line));
+        assert_has_line(text, "          Machine: none");
+        assert_has_line(text, "         Sessions: 1 active");
+        assert_has_line(text, "            Ports: 4");
+        g_free(line);
+        line = g_strdup_printf("             Port: tcp localhost:%u -> 127.0.0.1:%u", kport,
+                               test_echo_port(echo));
+        assert_has_line(text, line);
+        assert_has_line(text, "                   listening; sessions: 0 active, 1 total, 0 "
+                              "rejected, 0 failed");
+        assert_has_line(text, "                   5B to guest, 7B from guest");
+
+        out = ctl_both(f, 0, NULL, CTL_ARGS("status", "--json", "web"));
+        st = parse_json(out);
+        g_assert_cmpuint(json_object_array_length(st), ==, 1);
+        s = jidx(st, 0);
+        g_assert_cmpstr(jstr(s, "sandbox"), ==, "web");
+        g_assert_cmpint(jint(s, "owner"), ==, getuid());
+        g_assert_false(json_object_get_boolean(jget(s, "machine", json_type_boolean)));
+        g_assert_cmpint(jint(s, "n_ports"), ==, 4);
+        g_assert_cmpint(jint(s, "active_sessions"), ==, 1);
+        g_assert_cmpstr(jstr(s, "object_path"), ==, "/io/portpub/Publisher1/sandbox/web");
+        g_assert_cmpstr(json_object_get_string(jidx(jget(s, "guest_addresses", json_type_array), 0)),
+                        ==, "127.0.0.1");
+        g_assert_cmpint(jint(jport(jget(s, "ports", json_type_array), kport), "bytes_from_guest"),
+                        ==, 7);
+        g_free(out);
+
+        /* status without a sandbox: the daemon's figures. */
+        g_free(text);
+        text = ctl_both(f, 0, NULL, CTL_ARGS("status"));
+        assert_has_line(text, "         Version: " PACKAGE_VERSION);
+        assert_has_line(text, "       Sandboxes: 1");
+        assert_has_line(text, "           Ports: 4");
+        assert_has_line(text, "UDP idle timeout: 1min, unless published with another");
+        out = ctl_both(f, 0, NULL, CTL_ARGS("--json", "status"));
+        dst = parse_json(out);
+        g_assert_cmpstr(jstr(dst, "version"), ==, PACKAGE_VERSION);
+        g_assert_cmpint(jint(dst, "n_sandboxes"), ==, 1);
+        g_assert_cmpint(jint(dst, "n_ports"), ==, 4);
+        g_assert_cmpint(jint(dst, "active_sessions"), ==, 1);
+        g_assert_cmpint(jint(dst, "total_sessions"), ==, 2);
+        g_assert_cmpint(jint(dst, "default_max_sessions"), ==, 4096);
+        g_assert_cmpint(jint(dst, "default_udp_idle_timeout_usec"), ==, 60000000);
+        g_free(out);
+
+        /* show --json: one port, the fields of list --json. */
+        g_free(line);
+        line = g_strdup_printf("%u", kport);
+        out = ctl_both(f, 0, NULL, CTL_ARGS("show", "--json", line));
+        show = parse_json(out);
+        g_assert_cmpint(jint(show, "host_port"), ==, kport);
+        g_assert_cmpint(jint(show, "total_sessions"), ==, 1);
+        g_assert_cmpint(jint(show, "bytes_to_guest"), ==, 5);
+        g_assert_cmpstr(jstr(show, "proxy_protocol"), ==, "");
+        g_free(out);
+
+        out = ctl_both(f, 0, NULL, CTL_ARGS("sandboxes", "--json"));
+        sbs = parse_json(out);
+        g_assert_cmpuint(json_object_array_length(sbs), ==, 1);
+        g_assert_cmpstr(jstr(jidx(sbs, 0), "sandbox"), ==, "web");
+        g_assert_cmpint(jint(jidx(sbs, 0), "n_ports"), ==, 4);
+        g_free(out);
+
+        /* A sandbox that is not there, in the daemon's words. */
+        out = ctl_both(f, 1, &err, CTL_ARGS("status", "web", "nosuch"));
+        g_assert_cmpstr(err, ==, "portpubctl: No sandbox 'nosuch'\n");
+        g_assert_cmpstr(out, ==, "");
+
+        test_echo_free(echo);
+        test_echo_free(uecho);
+}
+
+/* A port taken by another sandbox or by another program: exit status 1 and a line that says
+ * the port is in use and by whom; a retry of what is published succeeds; a bad spec is exit
+ * status 2 and publishes nothing. */
+static void test_clash_retry_bad_spec(Fixture *f, gconstpointer data) {
+        guint16 base = find_free_ports(1), held;
+        g_autofree char *spec = g_strdup_printf("%u:80", base);
+        g_autofree char *db = g_strdup_printf("%u:5432", base);
+        g_autofree char *held_spec = NULL, *out = NULL, *again = NULL, *err = NULL;
+        int fd;
+
+        out = ctl_ok(f, "publish", "web", spec, "--guest=127.0.0.1");
+        again = ctl_both(f, 0, NULL, CTL_ARGS("publish", "web", spec));
+        g_assert_cmpstr(again, ==, out);
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_free(again);
+
+        again = ctl_both(f, 1, &err, CTL_ARGS("publish", "db", db, "--guest=127.0.0.1"));
+        g_assert_cmpstr(again, ==, "");
+        g_assert_true(g_str_has_prefix(err, "portpubctl: Cannot publish tcp "));
+        g_assert_nonnull(strstr(err, "for sandbox 'db': the port is in use by sandbox 'web'"));
+        g_assert_cmpuint(strlen(err), ==, strcspn(err, "\n") + 1);
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+        g_free(err);
+        g_free(again);
+
+        fd = test_tcp_listen("127.0.0.1", &held);
+        held_spec = g_strdup_printf("127.0.0.1:%u:80", held);
+        again = ctl_both(f, 1, &err, CTL_ARGS("publish", "db", held_spec, "--guest=127.0.0.1"));
+        g_assert_nonnull(strstr(err, ": the port is in use by another program"));
+        g_assert_cmpuint(n_sandboxes(f), ==, 1);
+        close(fd);
+        g_free(err);
+        g_free(again);
+
+        /* Checked before anything is sent. */
+        again = ctl_both(f, 2, &err, CTL_ARGS("publish", "web", "1:1", "80:abc", "--json"));
+        g_assert_cmpstr(again, ==, "");
+        g_assert_true(g_str_has_prefix(err, "portpubctl: Invalid port spec '80:abc'"));
+        g_assert_cmpuint(n_ports(f), ==, 1);
+        g_free(err);
+        g_free(again);
+        again = ctl_both(f, 2, &err, CTL_ARGS("--json=yaml", "list"));
+        g_assert_nonnull(strstr(err, "'yaml'"));
+}
+
+/* monitor --json: one object a line, flushed as it happens, over D-Bus and varlink. */
+static void test_monitor_json(Fixture *f, gconstpointer data) {
+        for (Via via = VIA_DBUS; via <= VIA_VARLINK; via++) {
+                Bg *mon = bg_start_via(f, via, CTL_ARGS("monitor", "--json"));
+                static const char *const events[] = { "ready", "sandbox_new", "port_published",
+                                                      "port_unpublished", "sandbox_removed" };
+                g_autofree char *out = NULL, *port = NULL;
+                _cleanup_json_ json_object *pub = NULL;
+                g_auto(GStrv) lines = NULL;
+                guint16 hp;
+
+                bg_wait_for(mon, "{\"event\":\"ready\"}\n");
+                out = ctl_ok(f, "--json", "publish", "mon", "127.0.0.1:0:80", "--guest=127.0.0.1");
+                pub = parse_json(out);
+                hp = (guint16) jint(jidx(pub, 0), "host_port");
+                bg_wait_for(mon, "\"event\":\"port_published\"");
+                port = g_strdup_printf("127.0.0.1:%u", hp);
+                g_free(ctl_ok(f, "unpublish", "mon", port));
+                g_free(ctl_ok(f, "remove", "mon"));
+                bg_wait_for(mon, "\"event\":\"sandbox_removed\"");
+                g_assert_cmpint(bg_stop(mon), ==, 0);
+
+                lines = split_lines(mon->out->str);
+                g_assert_cmpuint(g_strv_length(lines), ==, G_N_ELEMENTS(events));
+                for (size_t i = 0; i < G_N_ELEMENTS(events); i++) {
+                        _cleanup_json_ json_object *e = parse_json(lines[i]);
+
+                        g_assert_cmpstr(jstr(e, "event"), ==, events[i]);
+                        if (i == 0)
+                                continue;
+                        g_assert_cmpstr(jstr(e, "sandbox"), ==, "mon");
+                        if (i == 1 || i == 4) {
+                                g_assert_cmpstr(jstr(e, "object_path"), ==,
+                                                "/io/portpub/Publisher1/sandbox/mon");
+                                continue;
+                        }
+                        g_assert_cmpstr(jstr(e, "object_path"), ==,
+                                        jstr(jidx(pub, 0), "object_path"));
+                        g_assert_cmpstr(jstr(e, "protocol"), ==, "tcp");
+                        g_assert_cmpstr(jstr(e, "host"), ==, port);
+                        g_assert_cmpstr(jstr(e, "host_address"), ==, "127.0.0.1");
+                        g_assert_cmpint(jint(e, "host_port"), ==, hp);
+                        if (i == 3)
+                                g_assert_cmpstr(jstr(e, "reason"), ==, "request");
+                }
+                bg_free(mon);
+        }
+}
+
+/* --bind-to-caller says on stderr (not a terminal here) that it stays, and Ctrl-C (SIGINT)
+ * ends it with status 0 and the ports with it, over D-Bus and varlink. */
+static void test_bind_to_caller_sigint(Fixture *f, gconstpointer data) {
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, "b:");
+        g_autofree char *spec = g_strdup_printf("0:%u", test_echo_port(echo));
+
+        for (Via via = VIA_DBUS; via <= VIA_VARLINK; via++) {
+                Bg *b2c = bg_start_full(f, via, TRUE,
+                                        CTL_ARGS("publish", "b2c", spec, "--guest=127.0.0.1",
+                                                 "--bind-to-caller"));
+                guint16 hp, gp;
+                g_auto(GStrv) lines = NULL;
+
+                bg_wait_for(b2c, "Published while portpubctl runs; press Ctrl-C or send SIGTERM "
+                                 "to unpublish.\n");
+                lines = split_lines(b2c->out->str);
+                parse_published(lines[0], "tcp localhost", &hp, &gp);
+                g_assert_cmpuint(n_ports(f), ==, 1);
+                roundtrip_via("127.0.0.1", hp, "held", "b:held");
+
+                g_subprocess_send_signal(b2c->proc, SIGINT);
+                g_assert_cmpint(bg_end(b2c, FALSE), ==, 0);
+                bg_free(b2c);
+                g_assert_true(test_wait_until(no_ports, f, 5000));
+                g_assert_cmpint(test_tcp_connect("127.0.0.1", hp, 2000), ==, -ECONNREFUSED);
+        }
+        test_echo_free(echo);
+}
+
 int main(int argc, char **argv) {
         g_test_init(&argc, &argv, NULL);
         signal(SIGPIPE, SIG_IGN);
@@ -1243,6 +1598,10 @@ int main(int argc, char **argv) {
         ADD("varlink/monitor", test_varlink_monitor);
         ADD("varlink/monitor-follows-restart", test_varlink_monitor_follows_restart);
         ADD("varlink/bind-to-caller", test_varlink_bind_to_caller);
+        ADD("both/json-and-status", test_json_and_status);
+        ADD("both/clash-retry-bad-spec", test_clash_retry_bad_spec);
+        ADD("both/monitor-json", test_monitor_json);
+        ADD("both/bind-to-caller-sigint", test_bind_to_caller_sigint);
 #undef ADD
         return g_test_run();
 }
