@@ -682,6 +682,19 @@ static void test_kernel_picked_forms(Fixture *f, gconstpointer data) {
                                 "expected us, ms, s, min, h, d, w, M or y.\n");
                 g_assert_cmpuint(n_ports(f), ==, 6);
         }
+
+        /* 5min is IdleTimeoutUSec 300000000 on the Port object itself. */
+        {
+                g_autofree char *o = ctl_ok(f, "publish", "kp5", "0:9006", "--guest=127.0.0.1",
+                                            "--idle-timeout=5min");
+                const char *open = strstr(o, "(/"), *close = open ? strchr(open, ')') : NULL;
+                g_autofree char *path = NULL;
+
+                g_assert_nonnull(close);
+                path = g_strndup(open + 1, (gsize) (close - open - 1));
+                g_assert_cmpuint(test_get_u64(f->bus, path, TEST_PORT_IFACE, "IdleTimeoutUSec"), ==,
+                                 300000000);
+        }
         test_echo_free(echo);
 }
 
