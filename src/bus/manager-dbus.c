@@ -473,8 +473,15 @@ static int peer_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error 
                 if (r >= 0)
                         r = sd_bus_message_exit_container(reply);
         }
-        if (r < 0)
+        if (r < 0) {
+                /* A bus that answers with the wrong types: still a named error for the caller. */
+                if (r != -ENOMEM)
+                        r = sd_bus_error_setf(
+                                &error, SD_BUS_ERROR_ACCESS_DENIED,
+                                "Cannot tell who is calling: the bus's answer about it is malformed (%s), so nothing is changed",
+                                strerror(-r));
                 goto fail;
+        }
         if (uid == UINT32_MAX) {
                 r = sd_bus_error_set(
                         &error, SD_BUS_ERROR_ACCESS_DENIED,
