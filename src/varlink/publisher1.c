@@ -547,8 +547,10 @@ static int finish_parse(VarlinkCall *call, ManagerRequestArgs *a, int r) {
                 ManagerError e;
 
                 (void) snprintf(e.message, sizeof e.message,
-                                "Too many ports for sandbox '%s' in one call: more than %u",
-                                a->sandbox_id ? a->sandbox_id : "", MANAGER_PORTS_PER_CALL_MAX);
+                                "Too many ports for sandbox '" QUOTE_FMT
+                                "' in one call: more than %u",
+                                QUOTE(a->sandbox_id ? a->sandbox_id : ""),
+                                MANAGER_PORTS_PER_CALL_MAX);
                 r = reply_result_error(call, a, MANAGER_E_LIMIT_EXCEEDED, &e);
         }
         args_clear(a);
