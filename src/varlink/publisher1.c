@@ -278,7 +278,9 @@ oom:
 static int invalid(VarlinkCall *call, const char *prefix, const char *field) {
         char path[160];
 
-        (void) snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] && field[0] ? "." : "", field);
+        /* field may be a caller's unknown key, of any length. */
+        (void) snprintf(path, sizeof path, "%s%s" QUOTE_FMT, prefix,
+                        prefix[0] && field[0] ? "." : "", QUOTE(field));
         (void) varlink_call_reply_invalid_parameter(call, path);
         return 1;
 }
