@@ -102,19 +102,7 @@ static uint16_t fuzz_port(FuzzInput *in) {
 
 /* The resolver: the next input byte decides. */
 static int answer(void *userdata, const char *id, SockaddrUnion *g4, SockaddrUnion *g6) {
-        switch (fuzz_u8(input) % 5) {
-        case 0:
-                return GUEST_RESOLVE_UNKNOWN;
-        case 1:
-                return GUEST_RESOLVE_UNAVAILABLE;
-        case 2:
-                return sockaddr_parse_ip("127.0.0.2", g4);
-        case 3:
-                return sockaddr_parse_ip("::1", g6);
-        default:
-                (void) sockaddr_parse_ip("127.0.0.3", g4);
-                return sockaddr_parse_ip("fd00::3", g6);
-        }
+        return fuzz_guest_answer(fuzz_u8(input), g4, g6);
 }
 
 /* ---- the bus driver's part, on the client end ---------------------------------------------- */
@@ -488,13 +476,7 @@ static void name_lost(Harness *h, FuzzInput *in) {
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-        fuzz_enter_network_namespace();
-        fuzz_quiet_logs();
-        loop = ev_default_loop(EVFLAG_AUTO);
-        assert(loop);
-        fuzz_authorizer_init(&authorizer, loop);
-        fuzz_resolver_init(&resolver, loop);
-        resolver.answer = answer;
+        loop = fuzz_setup(&authorizer, &resolver, answer);
         return 0;
 }
 

@@ -236,6 +236,22 @@ void fuzz_resolver_init(FuzzResolver *g, struct ev_loop *loop) {
         *g = (FuzzResolver){ .resolver.ops = &fuzz_resolver_ops, .loop = loop };
 }
 
+int fuzz_guest_answer(uint8_t choice, SockaddrUnion *guest4, SockaddrUnion *guest6) {
+        switch (choice % 5) {
+        case 0:
+                return GUEST_RESOLVE_UNKNOWN;
+        case 1:
+                return GUEST_RESOLVE_UNAVAILABLE;
+        case 2:
+                return sockaddr_parse_ip("127.0.0.2", guest4);
+        case 3:
+                return sockaddr_parse_ip("::1", guest6);
+        default:
+                (void) sockaddr_parse_ip("127.0.0.3", guest4);
+                return sockaddr_parse_ip("fd00::3", guest6);
+        }
+}
+
 unsigned fuzz_pending(const FuzzAuthorizer *a, const FuzzResolver *g) {
         unsigned n = 0;
 
@@ -244,4 +260,19 @@ unsigned fuzz_pending(const FuzzAuthorizer *a, const FuzzResolver *g) {
         for (const FuzzPending *p = g ? g->lookups : NULL; p; p = p->next)
                 n++;
         return n;
+}
+
+struct ev_loop *fuzz_setup(FuzzAuthorizer *a, FuzzResolver *g,
+                           int (*answer)(void *userdata, const char *sandbox_id,
+                                         SockaddrUnion *guest4, SockaddrUnion *guest6)) {
+        struct ev_loop *loop;
+
+        fuzz_enter_network_namespace();
+        fuzz_quiet_logs();
+        loop = ev_default_loop(EVFLAG_AUTO);
+        assert(loop);
+        fuzz_authorizer_init(a, loop);
+        fuzz_resolver_init(g, loop);
+        g->answer = answer;
+        return loop;
 }

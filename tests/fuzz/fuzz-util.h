@@ -56,5 +56,14 @@ typedef struct FuzzResolver {
 } FuzzResolver;
 
 void fuzz_resolver_init(FuzzResolver *g, struct ev_loop *loop);
+/* An answer for FuzzResolver.answer, by choice: unknown, unavailable, an IPv4 address, an IPv6
+ * address, or both. */
+int fuzz_guest_answer(uint8_t choice, SockaddrUnion *guest4, SockaddrUnion *guest6);
 /* Checks and lookups still waiting for the loop. */
 unsigned fuzz_pending(const FuzzAuthorizer *a, const FuzzResolver *g);
+
+/* For a face's target, from LLVMFuzzerInitialize: the network namespace, quiet logs, the default
+ * loop (returned), and the authorizer and the resolver (answering with answer) on it. */
+struct ev_loop *fuzz_setup(FuzzAuthorizer *a, FuzzResolver *g,
+                           int (*answer)(void *userdata, const char *sandbox_id,
+                                         SockaddrUnion *guest4, SockaddrUnion *guest6));

@@ -38,26 +38,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* The machine registry, as the fuzzer sees it: the id's first byte says. */
 static int answer(void *userdata, const char *id, SockaddrUnion *g4, SockaddrUnion *g6) {
-        switch (id[0] % 4) {
-        case 0:
-                return GUEST_RESOLVE_UNKNOWN;
-        case 1:
-                return GUEST_RESOLVE_UNAVAILABLE;
-        case 2:
-                return sockaddr_parse_ip("127.0.0.2", g4);
-        default:
-                return sockaddr_parse_ip("::1", g6);
-        }
+        return fuzz_guest_answer((uint8_t) id[0], g4, g6);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-        fuzz_enter_network_namespace();
-        fuzz_quiet_logs();
-        loop = ev_default_loop(EVFLAG_AUTO);
-        assert(loop);
-        fuzz_authorizer_init(&authorizer, loop);
-        fuzz_resolver_init(&resolver, loop);
-        resolver.answer = answer;
+        loop = fuzz_setup(&authorizer, &resolver, answer);
         return 0;
 }
 

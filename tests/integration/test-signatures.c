@@ -54,26 +54,6 @@ static void read_state(Fixture *f, char **ret, gsize *ret_size) {
         g_assert_no_error(error);
 }
 
-static gboolean pinged(gpointer data) {
-        return *(gboolean *) data;
-}
-
-static void on_ping(GObject *src, GAsyncResult *res, gpointer data) {
-        g_autoptr(GVariant) v = g_dbus_connection_call_finish(G_DBUS_CONNECTION(src), res, NULL);
-
-        *(gboolean *) data = TRUE;
-}
-
-/* A round trip through the daemon: every signal it sent before is in f->n_signals. */
-static void sync_signals(Fixture *f) {
-        gboolean done = FALSE;
-
-        g_dbus_connection_call(f->bus->conn, TEST_BUS_NAME, TEST_MANAGER_PATH,
-                               "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
-                               G_DBUS_CALL_FLAGS_NONE, 5000, NULL, on_ping, &done);
-        g_assert_true(test_wait_until(pinged, &done, 5000));
-}
-
 static void fixture_setup(Fixture *f, gconstpointer data) {
         g_autoptr(GError) error = NULL;
         g_autoptr(GVariant) reply = NULL;
@@ -97,7 +77,7 @@ static void fixture_setup(Fixture *f, gconstpointer data) {
                                                              NULL, NULL, G_DBUS_SIGNAL_FLAGS_NONE,
                                                              on_signal, f, NULL);
         /* The baseline, once the publish's own signals are in. */
-        sync_signals(f);
+        test_sync_daemon(f->bus);
         f->n_signals = 0;
         f->n_ports = test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NPorts");
         f->n_sandboxes = test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NSandboxes");
@@ -125,7 +105,7 @@ static void assert_unchanged(Fixture *f, const char *what) {
         g_autofree char *ports = NULL, *state = NULL;
         gsize state_size;
 
-        sync_signals(f);
+        test_sync_daemon(f->bus);
         if (f->n_signals != 0)
                 g_error("%s: %u signals were sent", what, f->n_signals);
         g_assert_cmpuint(test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NPorts"), ==,
@@ -274,19 +254,26 @@ static const char *object_path(Fixture *f, const char *iface) {
         return strcmp(iface, TEST_SANDBOX_IFACE) == 0 ? f->sandbox_path : f->port_path;
 }
 
-static void test_methods(Fixture *f, gconstpointer data) {
-        const char *iface = data;
-        const char *path;
-        g_autoptr(GDBusNodeInfo) node = NULL;
-        GDBusInterfaceInfo *info;
-        guint n_methods = 0;
-
+/* The daemon's introspection of iface on the object that has it; NULL (the test skipped) when
+ * not root. */
+static GDBusInterfaceInfo *interface_info(Fixture *f, const char *iface, const char **ret_path,
+                                          GDBusNodeInfo **ret_node) {
         if (!f->bus) {
                 g_test_skip("needs root: the calls must not be refused for want of authorization");
-                return;
+                return NULL;
         }
-        path = object_path(f, iface);
-        info = introspect(f, path, iface, &node);
+        *ret_path = object_path(f, iface);
+        return introspect(f, *ret_path, iface, ret_node);
+}
+
+static void test_methods(Fixture *f, gconstpointer data) {
+        const char *iface = data, *path;
+        g_autoptr(GDBusNodeInfo) node = NULL;
+        GDBusInterfaceInfo *info = interface_info(f, iface, &path, &node);
+        guint n_methods = 0;
+
+        if (!info)
+                return;
         for (GDBusMethodInfo **m = info->methods; m && *m; m++, n_methods++)
                 method_wrong_signatures(f, path, iface, *m);
         g_assert_cmpuint(n_methods, >, 0);
@@ -296,18 +283,13 @@ static void test_methods(Fixture *f, gconstpointer data) {
 
 /* Set on every property, with its own type and with another: all are read-only. */
 static void test_properties(Fixture *f, gconstpointer data) {
-        const char *iface = data;
-        const char *path;
+        const char *iface = data, *path;
         g_autoptr(GDBusNodeInfo) node = NULL;
-        GDBusInterfaceInfo *info;
+        GDBusInterfaceInfo *info = interface_info(f, iface, &path, &node);
         guint n = 0;
 
-        if (!f->bus) {
-                g_test_skip("needs root: the calls must not be refused for want of authorization");
+        if (!info)
                 return;
-        }
-        path = object_path(f, iface);
-        info = introspect(f, path, iface, &node);
         for (GDBusPropertyInfo **p = info->properties; p && *p; p++, n++) {
                 const char *wrong = strcmp((*p)->signature, "s") == 0 ? "u" : "s";
                 const char *types[] = { (*p)->signature, wrong };

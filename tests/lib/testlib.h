@@ -72,6 +72,10 @@ gboolean test_daemon_read_notify(TestDaemon *d, char *buf, size_t size, guint ti
 /* Reaps the child pid within timeout_ms: TRUE with *ret_status (waitpid's) when it exited. */
 gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status);
 
+/* A round trip through the daemon (Peer.Ping), iterating the default main context until its
+ * reply: every signal the daemon sent before has been dispatched to the test's subscriptions. */
+void test_sync_daemon(TestBus *b);
+
 /* Iterates the default main context until cond(data) or the timeout. */
 gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms);
 
