@@ -80,16 +80,24 @@ static const char *const words[] = {
         "HostPort",
 };
 
-static const char *fuzz_word(FuzzInput *in, char buf[256]) {
+/* A word of the list, or up to 255 bytes of the input; a byte past ASCII becomes U+00E9, so
+ * that the string is UTF-8 (sd-bus refuses others: the face never sees them) and messages that
+ * quote it must cut it at a character boundary. */
+static const char *fuzz_word(FuzzInput *in, char buf[512]) {
+        char raw[256];
+        size_t n = 0;
         uint8_t w = fuzz_u8(in);
 
         if (w < 3 * ELEMENTSOF(words))
                 return words[w % ELEMENTSOF(words)];
-        fuzz_string(in, buf, 255);
-        /* sd-bus refuses strings that are no UTF-8; the face never sees those. */
-        for (char *c = buf; *c; c++)
-                if ((unsigned char) *c >= 0x80)
-                        *c = '?';
+        fuzz_string(in, raw, 255);
+        for (const char *c = raw; *c; c++)
+                if ((unsigned char) *c >= 0x80) {
+                        buf[n++] = (char) 0xc3;
+                        buf[n++] = (char) 0xa9;
+                } else
+                        buf[n++] = *c;
+        buf[n] = 0;
         return buf;
 }
 
@@ -175,7 +183,7 @@ static size_t complete_type_len(const char *sig) {
 /* One value of the complete type sig[0..len), from the input. */
 static int append_value(sd_bus_message *m, FuzzInput *in, const char *sig, size_t len) {
         static const char *const variant_types[] = { "s", "u", "t", "b", "q", "as", "i", "y" };
-        char buf[256], contents[64];
+        char buf[512], contents[64];
         int r;
 
         if (len >= sizeof contents)
@@ -351,7 +359,10 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
         h->replied = true;
         h->failed = sd_bus_message_is_method_error(reply, NULL);
         if (!h->failed) {
-                assert(sd_bus_message_get_type(reply, &(uint8_t){ 0 }) >= 0);
+                uint8_t type = 0;
+
+                assert(sd_bus_message_get_type(reply, &type) >= 0);
+                assert(type == SD_BUS_MESSAGE_METHOD_RETURN);
                 return 0;
         }
         e = sd_bus_message_get_error(reply);
@@ -363,7 +374,8 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
                strncmp(e->name, "io.portpub.Publisher1.Error.", 28) == 0);
         assert(strcmp(e->name, SD_BUS_ERROR_TIMEOUT) != 0 &&
                strcmp(e->name, SD_BUS_ERROR_NO_REPLY) != 0);
-        assert(e->message);
+        /* Quoting a caller's strings bounded (QUOTE_MAX), whatever they were. */
+        assert(e->message && strlen(e->message) < 4096);
         return 0;
 }
 
@@ -392,7 +404,7 @@ static bool has_replied(Harness *h) {
 }
 
 static void object_path(FuzzInput *in, Target t, char *buf, size_t size) {
-        char word[256];
+        char word[512];
 
         if (t == TARGET_ANY)
                 t = (Target) (fuzz_u8(in) % 3);

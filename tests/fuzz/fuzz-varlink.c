@@ -48,11 +48,17 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* One message the server sent: a reply or an error, nothing else. */
 static void check_reply(const char *text, size_t size) {
+        json_tokener *tok;
         json_object *o, *v;
         const char *error;
 
         assert(strlen(text) == size);
-        o = json_tokener_parse(text);
+        /* Strict, as varlink-go and the server itself read: valid UTF-8 only. */
+        tok = json_tokener_new();
+        assert(tok);
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, text, (int) size);
+        json_tokener_free(tok);
         assert(json_object_is_type(o, json_type_object));
         if (json_object_object_get_ex(o, "error", &v)) {
                 assert(json_object_is_type(v, json_type_string));
