@@ -147,8 +147,9 @@ int manager_dbus_read_guest_addresses(sd_bus_message *message, const char *sandb
                 if (++n > 2)
                         return sd_bus_error_setf(
                                 error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid guest addresses for sandbox '%s': at most one IPv4 and one IPv6 address, got '%s' too",
-                                sandbox_id, a);
+                                "Invalid guest addresses for sandbox '%s': at most one IPv4 and one IPv6 address, got '" QUOTE_FMT
+                                "' too",
+                                sandbox_id, QUOTE(a));
                 r = manager_parse_guest_address(a, &args->guest4, &args->guest6, &e);
                 if (r != 0)
                         return manager_dbus_map_result(r, &e, error);
@@ -227,7 +228,8 @@ static int read_option(sd_bus_message *message, const char *sandbox_id, const ch
                 want = "s";
         else
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "Unknown option '%s' for sandbox '%s'", key, sandbox_id);
+                                         "Unknown option '" QUOTE_FMT "' for sandbox '%s'",
+                                         QUOTE(key), sandbox_id);
         r = sd_bus_message_peek_type(message, &type, &contents);
         if (r < 0)
                 return r;
@@ -254,10 +256,10 @@ static int read_option(sd_bus_message *message, const char *sandbox_id, const ch
         default:
                 r = sd_bus_message_read(message, "s", &s);
                 if (r >= 0 && manager_parse_proxy_protocol(s, &o->proxy_protocol) < 0)
-                        return sd_bus_error_setf(
-                                error, SD_BUS_ERROR_INVALID_ARGS,
-                                "Invalid ProxyProtocol '%s' for sandbox '%s': expected \"\", \"v1\" or \"v2\"",
-                                s, sandbox_id);
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Invalid ProxyProtocol '" QUOTE_FMT
+                                                 "' for sandbox '%s': expected \"\", \"v1\" or \"v2\"",
+                                                 QUOTE(s), sandbox_id);
         }
         if (r < 0)
                 return r;
@@ -473,8 +475,15 @@ static int peer_creds_reply(sd_bus_message *reply, void *userdata, sd_bus_error 
                 if (r >= 0)
                         r = sd_bus_message_exit_container(reply);
         }
-        if (r < 0)
+        if (r < 0) {
+                /* A bus that answers with the wrong types: still a named error for the caller. */
+                if (r != -ENOMEM)
+                        r = sd_bus_error_setf(
+                                &error, SD_BUS_ERROR_ACCESS_DENIED,
+                                "Cannot tell who is calling: the bus's answer about it is malformed (%s), so nothing is changed",
+                                strerror(-r));
                 goto fail;
+        }
         if (uid == UINT32_MAX) {
                 r = sd_bus_error_set(
                         &error, SD_BUS_ERROR_ACCESS_DENIED,
@@ -625,11 +634,27 @@ int manager_dbus_submit(ManagerDBus *d, sd_bus_message *message, ManagerRequestT
 
 /* Manager methods */
 
-static int read_sandbox_id(sd_bus_message *message, ManagerRequestArgs *args) {
+/* InvalidArgs for a malformed sandbox id. */
+static int check_sandbox_id(const char *id, sd_bus_error *error) {
+        if (sandbox_id_is_valid(id))
+                return 0;
+        return sd_bus_error_setf(
+                error, SD_BUS_ERROR_INVALID_ARGS,
+                "Invalid sandbox id '" QUOTE_FMT
+                "': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                QUOTE(id), SANDBOX_ID_MAX);
+}
+
+static int read_sandbox_id(sd_bus_message *message, ManagerRequestArgs *args, sd_bus_error *error) {
         const char *id;
         int r;
 
         r = sd_bus_message_read(message, "s", &id);
+        if (r < 0)
+                return r;
+        /* Checked before anything else is read: the messages about the other arguments quote
+         * it. */
+        r = check_sandbox_id(id, error);
         if (r < 0)
                 return r;
         args->sandbox_id = strdup(id);
@@ -645,7 +670,7 @@ int manager_dbus_mutate(sd_bus_message *message, ManagerDBus *d, const char *san
                 args.sandbox_id = strdup(sandbox_id);
                 r = args.sandbox_id ? 0 : -ENOMEM;
         } else
-                r = read_sandbox_id(message, &args);
+                r = read_sandbox_id(message, &args, error);
         if (r >= 0 && how->guest_addresses)
                 r = manager_dbus_read_guest_addresses(message, args.sandbox_id, &args, error);
         if (r >= 0 && how->specs)
@@ -692,12 +717,12 @@ static int method_set_guest_addresses(sd_bus_message *message, void *userdata, s
 
 /* Looks a sandbox up by a caller-given id: InvalidArgs for a malformed id, NoSuchSandbox else. */
 static int lookup_sandbox(Manager *m, const char *id, Sandbox **ret, sd_bus_error *error) {
+        int r;
+
         *ret = NULL;
-        if (!sandbox_id_is_valid(id))
-                return sd_bus_error_setf(
-                        error, SD_BUS_ERROR_INVALID_ARGS,
-                        "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                        id, SANDBOX_ID_MAX);
+        r = check_sandbox_id(id, error);
+        if (r < 0)
+                return r;
         *ret = manager_find_sandbox(m, id);
         if (!*ret)
                 return sd_bus_error_setf(error, PORTPUB_ERROR_NO_SUCH_SANDBOX, "No sandbox '%s'", id);

@@ -148,8 +148,9 @@ int manager_parse_guest_address(const char *s, SockaddrUnion *guest4, SockaddrUn
 
         if (sockaddr_parse_ip(s, &a) < 0)
                 return manager_fail(e, MANAGER_E_INVALID,
-                                    "Invalid guest address '%s': expected a literal IPv4 or IPv6 address",
-                                    s);
+                                    "Invalid guest address '" QUOTE_FMT
+                                    "': expected a literal IPv4 or IPv6 address",
+                                    QUOTE(s));
         if (sockaddr_is_wildcard(&a) ||
             (a.sa.sa_family == AF_INET && (IN_MULTICAST(ntohl(a.in.sin_addr.s_addr)) ||
                                            a.in.sin_addr.s_addr == htonl(INADDR_BROADCAST))) ||
@@ -184,15 +185,16 @@ int manager_parse_port_spec(const char *protocol, const char *host_address, uint
                 spec->proto = IPPROTO_UDP;
         else
                 return manager_fail(e, MANAGER_E_INVALID,
-                                    "Invalid protocol '%s': expected 'tcp' or 'udp'", protocol);
+                                    "Invalid protocol '" QUOTE_FMT "': expected 'tcp' or 'udp'",
+                                    QUOTE(protocol));
 
         if (strcmp(host_address, "") == 0 || strcmp(host_address, "*") == 0)
                 snprintf(spec->host_address, sizeof spec->host_address, "%s", host_address);
         else if (sockaddr_parse_ip(host_address, &a) < 0)
-                return manager_fail(
-                        e, MANAGER_E_INVALID,
-                        "Invalid host address '%s': expected \"\", \"*\" or a literal IPv4 or IPv6 address",
-                        host_address);
+                return manager_fail(e, MANAGER_E_INVALID,
+                                    "Invalid host address '" QUOTE_FMT
+                                    "': expected \"\", \"*\" or a literal IPv4 or IPv6 address",
+                                    QUOTE(host_address));
         else if ((a.sa.sa_family == AF_INET && IN_MULTICAST(ntohl(a.in.sin_addr.s_addr))) ||
                  (a.sa.sa_family == AF_INET6 && IN6_IS_ADDR_MULTICAST(&a.in6.sin6_addr)))
                 return manager_fail(e, MANAGER_E_INVALID, "Invalid host address '%s': multicast",

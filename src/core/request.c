@@ -136,8 +136,9 @@ static int request_validate(ManagerRequest *req, ManagerError *e) {
         if (!sandbox_id_is_valid(id))
                 return manager_fail_parameter(
                         e, MANAGER_E_INVALID, "sandbox",
-                        "Invalid sandbox id '%s': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
-                        id ? id : "", SANDBOX_ID_MAX);
+                        "Invalid sandbox id '" QUOTE_FMT
+                        "': expected 1 to %u characters of [A-Za-z0-9_.-], not starting with '.' or '-'",
+                        QUOTE(id ? id : ""), SANDBOX_ID_MAX);
         if (a->n_specs > MANAGER_PORTS_PER_CALL_MAX)
                 return manager_fail(e, MANAGER_E_LIMIT_EXCEEDED,
                                     "Too many ports for sandbox '%s' in one call: %zu, at most %u",

@@ -304,8 +304,9 @@ static int restore_port(Manager *m, Sandbox *s, json_object *o, RestoredCaller *
                 /* A varlink connection (or anything but a bus peer) does not outlive a restart:
                  * its caller is gone, and so is the port. */
                 if (caller_name[0] != ':') {
-                        log_info("State file: %s '%s' port %u was bound to %s, which the restart ended; not restored.",
-                                 protocol, addr, spec.host_port, caller_name);
+                        log_info("State file: %s '%s' port %u was bound to " QUOTE_FMT
+                                 ", which the restart ended; not restored.",
+                                 protocol, addr, spec.host_port, QUOTE(caller_name));
                         return 1;
                 }
                 caller = restored_caller(callers, caller_name, s->owner);
@@ -344,8 +345,9 @@ static int restore_sandbox(Manager *m, json_object *o, RestoredCaller **callers,
             !get(o, "guest_addresses", json_type_array, &guests) ||
             !get(o, "ports", json_type_array, &ports))
                 return log_warning_errno(EINVAL,
-                                         "State file: a sandbox ('%s') is malformed, skipping it.",
-                                         id ? id : "");
+                                         "State file: a sandbox ('" QUOTE_FMT
+                                         "') is malformed, skipping it.",
+                                         QUOTE(id ? id : ""));
         if (manager_find_sandbox(m, id))
                 return log_warning_errno(EEXIST,
                                          "State file: sandbox '%s' is listed twice, skipping it.",

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
@@ -70,3 +71,21 @@ static inline void closep(int *fd) {
 
 #define USEC_PER_SEC UINT64_C(1000000)
 #define USEC_PER_MSEC UINT64_C(1000)
+
+/* A string a caller sent, in a message: at most QUOTE_MAX bytes of it (cut at a UTF-8 character
+ * boundary, so that a D-Bus error can carry it), then "..." when it was longer. Use as
+ * "'" QUOTE_FMT "'" with QUOTE(s): a 1 MiB argument makes no 1 MiB error or log line. */
+#define QUOTE_MAX 128
+#define QUOTE_FMT "%.*s%s"
+#define QUOTE(s) quote_len(s), (s), (s)[quote_len(s)] ? "..." : ""
+
+static inline int quote_len(const char *s) {
+        size_t n = strnlen(s, QUOTE_MAX + 1);
+
+        if (n <= QUOTE_MAX)
+                return (int) n;
+        n = QUOTE_MAX;
+        while (n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+                n--;
+        return (int) n;
+}

@@ -278,7 +278,9 @@ oom:
 static int invalid(VarlinkCall *call, const char *prefix, const char *field) {
         char path[160];
 
-        (void) snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] && field[0] ? "." : "", field);
+        /* field may be a caller's unknown key, of any length. */
+        (void) snprintf(path, sizeof path, "%s%s" QUOTE_FMT, prefix,
+                        prefix[0] && field[0] ? "." : "", QUOTE(field));
         (void) varlink_call_reply_invalid_parameter(call, path);
         return 1;
 }
@@ -547,8 +549,10 @@ static int finish_parse(VarlinkCall *call, ManagerRequestArgs *a, int r) {
                 ManagerError e;
 
                 (void) snprintf(e.message, sizeof e.message,
-                                "Too many ports for sandbox '%s' in one call: more than %u",
-                                a->sandbox_id ? a->sandbox_id : "", MANAGER_PORTS_PER_CALL_MAX);
+                                "Too many ports for sandbox '" QUOTE_FMT
+                                "' in one call: more than %u",
+                                QUOTE(a->sandbox_id ? a->sandbox_id : ""),
+                                MANAGER_PORTS_PER_CALL_MAX);
                 r = reply_result_error(call, a, MANAGER_E_LIMIT_EXCEEDED, &e);
         }
         args_clear(a);

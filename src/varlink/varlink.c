@@ -46,7 +46,11 @@
  *
  * EOF: a client that closed its socket (POLLHUP) is closed at once. One that only shut down
  * its writing side still gets the replies to the calls it sent; the connection closes when
- * they are out.
+ * they are out. Such a half-closed connection is watched for nothing (its socket reads EOF for
+ * ever), so a client that then closes it entirely while a call is still open (a "more" call
+ * such as a Monitor, which may say nothing for hours) would go unnoticed until the next reply,
+ * keeping its calls and whatever the face ties to the connection: a timer polls the
+ * half-closed connections for a hang-up every VARLINK_HANGUP_CHECK_USEC while there are any.
  *
  * Fairness: one pass dispatches at most VARLINK_PENDING_CALLS_MAX messages of a connection;
  * what is left waits for the next loop iteration (an ev_idle keeps the loop from sleeping
@@ -97,6 +101,7 @@
  * contract (1024 ports of 4 fields) has about 6000. */
 #define VARLINK_JSON_VALUES_MAX (256U * 1024)
 #define VARLINK_RETRY_USEC (100 * USEC_PER_MSEC) /* accepting again after running out of fds */
+#define VARLINK_HANGUP_CHECK_USEC USEC_PER_SEC /* polling half-closed connections for a hang-up */
 #define VARLINK_SERVICE "org.varlink.service"
 
 /* The standard text, byte for byte as varlink-go serves it. */
@@ -223,6 +228,7 @@ struct VarlinkServer {
         UidCount *uids;
         ev_prepare deferred;
         ev_idle kick; /* active while work is left for the next pass */
+        ev_timer hangup_check; /* active while a connection is half-closed */
 
         struct json_tokener *tokener;
 };
@@ -461,6 +467,7 @@ static const Interface *server_find_interface(const VarlinkServer *s, const char
 static void deferred_cb(struct ev_loop *loop, ev_prepare *w, int revents);
 static void kick_cb(struct ev_loop *loop, ev_idle *w, int revents);
 static void accept_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void hangup_check_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void connection_close(VarlinkConnection *c);
 static void connection_reap(VarlinkConnection *c);
 
@@ -480,6 +487,8 @@ int varlink_server_new(VarlinkServer **ret, struct ev_loop *loop, const VarlinkS
         ev_idle_init(&s->kick, kick_cb);
         ev_timer_init(&s->accept_retry, accept_retry_cb, (double) VARLINK_RETRY_USEC / USEC_PER_SEC,
                       0.);
+        ev_timer_init(&s->hangup_check, hangup_check_cb, 0.,
+                      (double) VARLINK_HANGUP_CHECK_USEC / USEC_PER_SEC);
 
         s->vendor = strdup(info->vendor ?: "");
         s->product = strdup(info->product ?: "");
@@ -523,6 +532,7 @@ VarlinkServer *varlink_server_free(VarlinkServer *s) {
                 listener_free(s, l);
         }
         ev_timer_stop(s->loop, &s->accept_retry);
+        ev_timer_stop(s->loop, &s->hangup_check);
 
         /* What was queued last (a Monitor's final events at shutdown) goes out as far as the
          * sockets take it without waiting. */
@@ -1609,7 +1619,9 @@ static void connection_read(VarlinkConnection *c) {
                         c->read_eof = true;
                         if (connection_peer_gone(c))
                                 connection_close(c);
-                        /* else half-closed: the calls read are still answered */
+                        else if (!ev_is_active(&c->server->hangup_check))
+                                /* half-closed: the calls read are still answered */
+                                ev_timer_again(c->server->loop, &c->server->hangup_check);
                         return;
                 }
                 c->in.end += (size_t) n;
@@ -1618,6 +1630,23 @@ static void connection_read(VarlinkConnection *c) {
                 if ((size_t) n < room)
                         return; /* the socket is most likely empty */
         }
+}
+
+static void hangup_check_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+        VarlinkServer *s = container_of(w, VarlinkServer, hangup_check);
+        bool half_closed = false;
+
+        for (VarlinkConnection *c = s->connections, *next; c; c = next) {
+                next = c->next; /* closing moves c to the closing list */
+                if (!c->read_eof)
+                        continue;
+                if (connection_peer_gone(c))
+                        connection_close(c);
+                else
+                        half_closed = true;
+        }
+        if (!half_closed)
+                ev_timer_stop(loop, w);
 }
 
 /* ---- writing and the deferred pass ------------------------------------------------------------ */

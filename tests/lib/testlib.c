@@ -752,3 +752,22 @@ void test_udp_roundtrip(int fd, const char *addr, guint16 port, const char *msg,
         buf[n] = 0;
         g_assert_cmpstr(buf, ==, expect);
 }
+
+static gboolean sync_done(gpointer data) {
+        return *(gboolean *) data;
+}
+
+static void on_sync_reply(GObject *src, GAsyncResult *res, gpointer data) {
+        g_autoptr(GVariant) v = g_dbus_connection_call_finish(G_DBUS_CONNECTION(src), res, NULL);
+
+        *(gboolean *) data = TRUE;
+}
+
+void test_sync_daemon(TestBus *b) {
+        gboolean done = FALSE;
+
+        g_dbus_connection_call(b->conn, TEST_BUS_NAME, TEST_MANAGER_PATH,
+                               "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
+                               G_DBUS_CALL_FLAGS_NONE, 5000, NULL, on_sync_reply, &done);
+        g_assert_true(test_wait_until(sync_done, &done, 5000));
+}

@@ -85,6 +85,10 @@ gboolean test_wait_pid(GPid pid, guint timeout_ms, int *ret_status);
 int test_run(const char *const *argv, const char *const *envp, guint timeout_ms, char **ret_out,
              char **ret_err);
 
+/* A round trip through the daemon (Peer.Ping), iterating the default main context until its
+ * reply: every signal the daemon sent before has been dispatched to the test's subscriptions. */
+void test_sync_daemon(TestBus *b);
+
 /* Iterates the default main context until cond(data) or the timeout. */
 gboolean test_wait_until(gboolean (*cond)(gpointer data), gpointer data, guint timeout_ms);
 

@@ -1470,6 +1470,27 @@ static void test_half_close(Fixture *f, gconstpointer data) {
         client_free(f, c);
 }
 
+static gboolean cond_subscribed(Fixture *f, gconstpointer data) {
+        return f->subscribers->len > 0;
+}
+
+/* A half-closed client with a stream open that then closes its socket entirely: the server
+ * notices without a reply to write (its hang-up check), cancels the stream and drops it. */
+static void test_half_close_then_hangup(Fixture *f, gconstpointer data) {
+        Client *c = client_new(f);
+
+        client_send(c, "{\"method\":\"io.portpub.test.Subscribe\",\"more\":true}", NULL);
+        g_assert_cmpint(shutdown(c->fd, SHUT_WR), ==, 0);
+        /* The server reads the call and the EOF: the stream is open, nothing to write. */
+        g_assert_true(run_until(f, cond_subscribed, NULL, TIMEOUT_S));
+        run_for(f, 0.1);
+        g_assert_cmpuint(varlink_server_n_connections(f->server), ==, 1);
+        client_free(f, c);
+        wait_n_connections(f, 0);
+        g_assert_cmpuint(f->subscribers->len, ==, 0);
+        g_assert_cmpuint(f->cancelled, ==, 1);
+}
+
 static void test_hooks(Fixture *f, gconstpointer data) {
         Client *c = client_new(f);
         json_object *m;
@@ -1844,6 +1865,7 @@ int main(int argc, char *argv[]) {
         ADD("accept-emfile", test_accept_emfile);
         ADD("cancel-on-disconnect", test_cancel_on_disconnect);
         ADD("half-close", test_half_close);
+        ADD("half-close-then-hangup", test_half_close_then_hangup);
         ADD("hooks", test_hooks);
         ADD("per-uid-limit", test_per_uid_limit);
         ADD("connection-limit", test_connection_limit);
