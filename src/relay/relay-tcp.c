@@ -36,6 +36,18 @@
  * SO_LINGER {1, 0} and close(), so the peer of the other side sees a RST too. A refused, unreachable
  * or timed-out guest resets the client and counts as failed.
  *
+ * Hangups: a side whose flow waits for room toward a peer that does not read, with nothing to
+ * write to it either, is watched for nothing: its reset would go unnoticed, and the connection
+ * would hold its sockets while its peer never hears of it. So the first time a side ends up so,
+ * its socket also joins the relay's hangup set: an epoll instance of its own (in the loop as one
+ * ev_io), edge-triggered and asking for no event, so that it reports only what epoll always
+ * reports, EPOLLERR and EPOLLHUP, once each time they come. A side whose SO_ERROR is set then
+ * resets the connection; a hangup without an error (both FINs exchanged while bytes still wait)
+ * changes nothing. The socket stays in the set until it is closed, which takes it out: one
+ * epoll_ctl() per side at most, and none for a connection that never stalls. (A side that sent
+ * its FIN is left out: it waits for its peer, which finds out at its next write, and leaving it
+ * out keeps the closing of an ordinary short connection at the system calls it had.)
+ *
  * Moving bytes: bulk flows splice(). A flow starts out copying through a buffer from a process-wide
  * pool (recv() and send(): for a small message that is two system calls where splice() needs four
  * and a pipe); the first read that fills the buffer marks the flow as bulk, and from then on it
@@ -81,6 +93,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -110,6 +123,7 @@
 #define TCP_GUEST_SNDBUF (256 * 1024)
 #define TCP_EARLY_READ_MAX_SKIP 64u
 #define TCP_RETRY_USEC (100 * USEC_PER_MSEC) /* accepting again after running out of fds */
+#define TCP_HANGUP_BATCH 64u /* hangup reports read per wakeup */
 
 enum {
         SIDE_CLIENT = 0,
@@ -159,6 +173,7 @@ struct TcpConn {
         bool copy : 1; /* splice() refused: read/write through a buffer */
         bool closing : 1;
         bool reset : 1; /* close with a RST on both sides */
+        uint8_t in_hangup_set : 2; /* bit s: side s is in relay->hangup */
 };
 
 typedef struct TcpListener {
@@ -179,6 +194,7 @@ struct TcpRelay {
         size_t n_listeners;
         ev_timer retry;
         ev_prepare reaper;
+        ev_io hangup; /* its fd: the epoll instance of the hangup set, or -EBADF until needed */
 
         TcpConn *conns;
         TcpConn *closing;
@@ -463,6 +479,49 @@ static void io_set_events(struct ev_loop *loop, ev_io *w, int events) {
                 ev_io_start(loop, w);
 }
 
+/* Best effort: without it a reset of that side is noticed only once its flow moves again. */
+static void conn_watch_hangup(TcpConn *c, unsigned s) {
+        TcpRelay *r = c->relay;
+        struct epoll_event ev = { .events = EPOLLET, .data.ptr = &c->io[s] };
+
+        c->in_hangup_set |= 1u << s;
+        if (r->hangup.fd < 0) {
+                int fd = epoll_create1(EPOLL_CLOEXEC);
+
+                if (fd < 0) {
+                        log_debug_errno(errno, "Cannot watch for hangups, ignoring: %m");
+                        return;
+                }
+                ev_io_set(&r->hangup, fd, EV_READ);
+                ev_io_start(r->loop, &r->hangup);
+        }
+        if (epoll_ctl(r->hangup.fd, EPOLL_CTL_ADD, c->io[s].fd, &ev) < 0)
+                log_debug_errno(errno, "Cannot watch a socket for hangups, ignoring: %m");
+}
+
+static void hangup_cb(struct ev_loop *loop, ev_io *w, int revents) {
+        struct epoll_event events[TCP_HANGUP_BATCH];
+        int n;
+
+        n = epoll_wait(w->fd, events, (int) TCP_HANGUP_BATCH, 0);
+        for (int i = 0; i < n; i++) {
+                ev_io *io = events[i].data.ptr;
+                TcpConn *c = io->data;
+                int error = 0;
+                socklen_t len = sizeof error;
+
+                /* A closed socket leaves the set, and the reaper closes before it frees: c is
+                 * alive, at most closing. */
+                if (c->closing || !(events[i].events & EPOLLERR))
+                        continue;
+                if (getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &error, &len) < 0 || error == 0)
+                        continue;
+                log_debug_errno(error, "Resetting connection, the %s side failed: %m",
+                                io == &c->io[SIDE_CLIENT] ? "client" : "guest");
+                conn_close(c, /* reset= */ true);
+        }
+}
+
 static void conn_update_events(TcpConn *c) {
         for (unsigned s = 0; s < 2; s++) {
                 int events = 0;
@@ -479,6 +538,8 @@ static void conn_update_events(TcpConn *c) {
                 if (c->flow[!s].pending > 0 || (s == SIDE_GUEST && c->proxy))
                         events |= EV_WRITE;
                 io_set_events(c->relay->loop, &c->io[s], events);
+                if (events == 0 && !c->flow[s].eof && !(c->in_hangup_set & (1u << s)))
+                        conn_watch_hangup(c, s);
         }
 }
 
@@ -1046,6 +1107,8 @@ int tcp_relay_new(TcpRelay **ret, struct ev_loop *loop, const int *fds, size_t n
         r->retry.data = r;
         ev_prepare_init(&r->reaper, reaper_cb);
         r->reaper.data = r;
+        ev_io_init(&r->hangup, hangup_cb, -EBADF, EV_READ);
+        r->hangup.data = r;
 
         for (size_t i = 0; i < n_fds; i++) {
                 TcpListener *l = &r->listeners[i];
@@ -1077,6 +1140,7 @@ TcpRelay *tcp_relay_free(TcpRelay *r) {
         }
         ev_timer_stop(r->loop, &r->retry);
         ev_prepare_stop(r->loop, &r->reaper);
+        ev_io_stop(r->loop, &r->hangup);
 
         while (r->conns) {
                 TcpConn *c = r->conns;
@@ -1091,6 +1155,8 @@ TcpRelay *tcp_relay_free(TcpRelay *r) {
                 n++;
         }
         r->stats->active -= MIN(n, r->stats->active);
+        /* After the sockets in it: each close() took one out. */
+        safe_close(r->hangup.fd);
 
         free(r->listeners);
         free(r);

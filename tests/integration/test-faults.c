@@ -109,10 +109,10 @@ static void close_with_reset(int fd) {
 
 /* What a socket reads next, after any data, within timeout_ms: 0 (EOF) or -errno. */
 static int read_end(int fd, guint timeout_ms) {
-        char buf[4096];
+        static char buf[64 * 1024];
         ssize_t n;
 
-        for (unsigned i = 0; i < 1000; i++) {
+        for (unsigned i = 0; i < 4096; i++) {
                 n = read_timeout(fd, buf, sizeof buf, timeout_ms);
                 if (n <= 0)
                         return (int) n;
@@ -621,6 +621,48 @@ static void test_one_side_resets(gconstpointer data) {
         *resetter = -1;
         end = read_end(guest_resets ? p.client : p.guest, TIMEOUT_MS);
         g_test_message("%s resets: the %s read %s", guest_resets ? "guest" : "client",
+                       guest_resets ? "client" : "guest", end_name(end));
+        g_assert_cmpint(end, ==, -ECONNRESET);
+        pair_close(&p, &e);
+        env_stop(&e);
+}
+
+/* The same, while the relay watches the resetting side for nothing: its reader on the other
+ * side does not read, so what that side sent fills the relay's pipe and its socket, and nothing
+ * flows toward it either. The reader still learns of the reset (after the bytes queued for it),
+ * and the session ends. */
+static void test_one_side_resets_stuck(gconstpointer data) {
+        gboolean guest_resets = GPOINTER_TO_INT(data);
+        g_autofree char *buf = g_malloc0(PUSH_CHUNK);
+        Env e = {};
+        Pair p = {};
+        int *pusher = guest_resets ? &p.guest : &p.client;
+        int reader, end;
+        size_t written = 0;
+
+        env_start(&e, FALSE, NULL, NULL);
+        pair_open(&p, &e, guest_resets ? "guest-resets" : "client-resets");
+        reader = guest_resets ? p.client : p.guest;
+        g_assert_cmpint(fcntl(*pusher, F_SETFL, O_NONBLOCK), ==, 0);
+        while (written < PUSH_TOTAL) {
+                struct pollfd pfd = { .fd = *pusher, .events = POLLOUT };
+                ssize_t n;
+
+                if (poll(&pfd, 1, PUSH_STALL_MS / 2) == 0)
+                        break;
+                n = send(*pusher, buf, PUSH_CHUNK, MSG_NOSIGNAL);
+                if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                        continue;
+                g_assert_cmpint(n, >, 0);
+                written += (size_t) n;
+        }
+        g_assert_cmpuint(written, <, PUSH_TOTAL);
+        close_with_reset(*pusher);
+        *pusher = -1;
+        wait_port_idle(e.bus, p.path);
+        end = read_end(reader, TIMEOUT_MS);
+        g_test_message("%s resets after %zu bytes its reader did not read: the %s read %s",
+                       guest_resets ? "guest" : "client", written,
                        guest_resets ? "client" : "guest", end_name(end));
         g_assert_cmpint(end, ==, -ECONNRESET);
         pair_close(&p, &e);
@@ -1149,25 +1191,26 @@ static void test_machined_never_answers(void) {
  *   deaf        a client that pipelines calls and never reads a reply: the daemon stops reading
  *               it, and its writes stall. */
 #define HOSTILE_ENDLESS_MAX (32u * 1024 * 1024)
+#define ENDLESS_RUN_US G_USEC_PER_SEC
+#define ENDLESS_ROUNDS_MAX 200
 #define HOSTILE_TRICKLERS 32
 #define TRICKLE_GAP_US (20 * 1000)
 #define DEAF_STALL_MS 1000
 #define DEAF_CALLS_MAX 1000000
 
-static void hostile_endless(const char *varlink) {
+/* One connection's message that never ends; the bytes the daemon took before it closed. */
+static size_t endless_once(const char *varlink, const char *chunk, size_t chunk_size) {
         static const char head[] = "{\"method\":\"io.portpub.publisher1.GetStatus\","
                                    "\"parameters\":{\"x\":\"";
-        g_autofree char *buf = g_malloc(64 * 1024);
         int fd = unix_connect(varlink);
         size_t written = 0;
         int end = 0;
 
         g_assert_cmpint(fd, >=, 0);
         set_socket_timeouts(fd);
-        memset(buf, 'a', 64 * 1024);
         write_all(fd, head);
         while (written < HOSTILE_ENDLESS_MAX) {
-                ssize_t n = send(fd, buf, 64 * 1024, MSG_NOSIGNAL);
+                ssize_t n = send(fd, chunk, chunk_size, MSG_NOSIGNAL);
 
                 if (n < 0) {
                         end = -errno;
@@ -1175,14 +1218,32 @@ static void hostile_endless(const char *varlink) {
                 }
                 written += (size_t) n;
         }
-        g_test_message("FIGURES varlink endless message: %zu bytes taken, then %s", written,
-                       end ? g_strerror(-end) : "the test stopped");
-        /* Closed by the daemon: not a write that timed out. */
-        g_assert_true(end == -EPIPE || end == -ECONNRESET);
-        g_assert_cmpuint(written, >=, 16u * 1024 * 1024 - 64 * 1024 - sizeof head);
+        /* Closed by the daemon: not a write that timed out, nor one it took whole. */
+        if (end != -EPIPE && end != -ECONNRESET)
+                g_error("endless message: %zu bytes taken, then %s", written,
+                        end ? g_strerror(-end) : "no close");
+        g_assert_cmpuint(written, >=, 16u * 1024 * 1024 - chunk_size - sizeof head);
         end = read_end(fd, TIMEOUT_MS);
         g_assert_true(end == 0 || end == -ECONNRESET);
         close(fd);
+        return written;
+}
+
+/* One after another for at least ENDLESS_RUN_US, so that the prober has the time to meet them. */
+static void hostile_endless(const char *varlink) {
+        g_autofree char *chunk = g_malloc(64 * 1024);
+        gint64 t0 = g_get_monotonic_time();
+        size_t taken = 0;
+        unsigned n = 0;
+
+        memset(chunk, 'a', 64 * 1024);
+        while (n < ENDLESS_ROUNDS_MAX && (n < 2 || g_get_monotonic_time() - t0 < ENDLESS_RUN_US)) {
+                taken = MAX(taken, endless_once(varlink, chunk, 64 * 1024));
+                n++;
+        }
+        g_test_message("FIGURES varlink endless message: %u connections in %.1f s, each closed "
+                       "after at most %zu bytes",
+                       n, (g_get_monotonic_time() - t0) / 1e6, taken);
 }
 
 static void hostile_trickle(const char *varlink) {
@@ -1289,6 +1350,10 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/faults/guest-never-reads", test_guest_never_reads);
         g_test_add_data_func("/faults/guest-resets", GINT_TO_POINTER(TRUE), test_one_side_resets);
         g_test_add_data_func("/faults/client-resets", GINT_TO_POINTER(FALSE), test_one_side_resets);
+        g_test_add_data_func("/faults/guest-resets-stuck", GINT_TO_POINTER(TRUE),
+                             test_one_side_resets_stuck);
+        g_test_add_data_func("/faults/client-resets-stuck", GINT_TO_POINTER(FALSE),
+                             test_one_side_resets_stuck);
         g_test_add_func("/faults/client-half-closes", test_client_half_closes);
         g_test_add_func("/faults/udp-guest-silent", test_udp_guest_silent);
         g_test_add_func("/faults/no-fds", test_no_fds);
