@@ -38,6 +38,8 @@ struct Manager {
 
         unsigned fail_relay; /* test hook, manager_set_fail_relay() */
         char *state_file; /* NULL: none */
+        ev_timer state_retry; /* writing it again after a failure */
+        double state_retry_delay; /* seconds, 0 while the last write worked */
         struct MachineCheck *machine_checks; /* manager_recheck_machines() */
 };
 
@@ -98,6 +100,7 @@ void manager_unpublish_caller_ports(Manager *m, Caller *c);
 
 /* state.c: writes the state file (when there is one) as the tables are now; logs failures. */
 int manager_save_state(Manager *m);
+void manager_state_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 /* request.c */
 void manager_cancel_all_requests(Manager *m);

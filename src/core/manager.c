@@ -1138,6 +1138,8 @@ int manager_new(Manager **ret, struct ev_loop *loop) {
         m->unprivileged_port_start = read_unprivileged_port_start();
         ev_timer_init(&m->sessions_timer, sessions_timer_cb, 0., 0.);
         m->sessions_timer.data = m;
+        ev_timer_init(&m->state_retry, manager_state_retry_cb, 0., 0.);
+        m->state_retry.data = m;
         m->sessions_last = monotonic_sec() - SESSIONS_ANNOUNCE_INTERVAL;
         *ret = m;
         return 0;
@@ -1250,6 +1252,7 @@ Manager *manager_free(Manager *m) {
                 machine_check_free(m->machine_checks);
         }
         ev_timer_stop(m->loop, &m->sessions_timer);
+        ev_timer_stop(m->loop, &m->state_retry);
         while (m->subscribers)
                 manager_unsubscribe(m->subscribers);
         while (m->sandboxes)

@@ -139,6 +139,39 @@ static int fsync_directory_of(const char *path) {
         return fsync(fd) < 0 ? -errno : 0;
 }
 
+/* A write that failed (out of fds, a full /run) is tried again after 1, 2, 4 ... 60 s until one
+ * works, whether or not another change writes it first: until then a restart would lose what
+ * changed since the last good write. */
+#define STATE_RETRY_MIN 1.0
+#define STATE_RETRY_MAX 60.0
+
+static void state_written(Manager *m, int r) {
+        if (r >= 0) {
+                if (m->state_retry_delay > 0)
+                        log_info("Wrote the state file %s after all.", m->state_file);
+                m->state_retry_delay = 0;
+                ev_timer_stop(m->loop, &m->state_retry);
+                return;
+        }
+        if (m->state_retry_delay <= 0)
+                log_error_errno(r,
+                                "Failed to write the state file %s, trying again in %.0f s (a restart "
+                                "meanwhile loses what changed): %m",
+                                m->state_file, STATE_RETRY_MIN);
+        else
+                log_debug_errno(r, "Failed to write the state file %s again: %m", m->state_file);
+        m->state_retry_delay = m->state_retry_delay <= 0
+                                       ? STATE_RETRY_MIN
+                                       : MIN(m->state_retry_delay * 2, STATE_RETRY_MAX);
+        ev_timer_stop(m->loop, &m->state_retry);
+        ev_timer_set(&m->state_retry, m->state_retry_delay, 0.);
+        ev_timer_start(m->loop, &m->state_retry);
+}
+
+void manager_state_retry_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+        (void) manager_save_state(w->data);
+}
+
 int manager_save_state(Manager *m) {
         json_object *root = NULL, *sandboxes;
         _cleanup_free_ char *tmp = NULL;
@@ -193,11 +226,7 @@ int manager_save_state(Manager *m) {
                 (void) unlink(tmp);
 finish:
         json_object_put(root);
-        if (r < 0)
-                log_error_errno(
-                        r,
-                        "Failed to write the state file %s, the publications will not survive a restart: %m",
-                        m->state_file);
+        state_written(m, r);
         return r;
 }
 

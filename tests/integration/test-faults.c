@@ -855,6 +855,21 @@ static void test_no_fds(void) {
         g_assert_cmpuint(served, >, 0);
         g_assert_cmpuint(served, <, STARVED_CLIENTS);
         wait_port_state(e.bus, path, "paused", 0);
+        /* Reads are still answered (above); a publish fails with a named error, changing
+         * nothing. (Whether a spare fd is left depends on how the count fell: an odd one goes to
+         * each retry's accept, whose client is then rejected for want of a guest socket; and a
+         * publish that gets it is the next case.) */
+        if (test_proc_fd_count(e.daemon->pid) >= NOFILE_LIMIT) {
+                g_autofree char *msg = test_call_expect_error(
+                        e.bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "PublishPorts",
+                        g_variant_new_parsed("('late', ['127.0.0.1'], [('tcp', '127.0.0.1', @q 0, "
+                                             "@q 80)], @a{sv} {})"),
+                        TEST_ERROR_PREFIX "LimitExceeded");
+                g_test_message("publishing while out of fds: %s", msg);
+                g_assert_nonnull(strstr(msg, "too many open files"));
+                g_assert_cmpuint(test_get_u32(e.bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NPorts"),
+                                 ==, 1);
+        }
 
         for (unsigned i = 0; i < STARVED_CLIENTS; i++)
                 close(clients[i]);
@@ -872,15 +887,106 @@ static void test_no_fds(void) {
         test_echo_free(echo);
 }
 
+/* A state file in a directory of the test's own, outliving the daemons started on it. */
+typedef struct StateDir {
+        char *dir, *path;
+        const char *args[2]; /* { "--state-file=PATH", NULL } */
+} StateDir;
+
+static void state_dir_init(StateDir *sd) {
+        g_autoptr(GError) error = NULL;
+
+        sd->dir = g_dir_make_tmp("portpub-faults-XXXXXX", &error);
+        g_assert_no_error(error);
+        sd->path = g_build_filename(sd->dir, "state", NULL);
+        sd->args[0] = g_strdup_printf("--state-file=%s", sd->path);
+        sd->args[1] = NULL;
+}
+
+static void state_dir_done(StateDir *sd) {
+        (void) unlink(sd->path);
+        (void) rmdir(sd->dir);
+        g_free(sd->dir);
+        g_free(sd->path);
+        g_free((char *) sd->args[0]);
+}
+
+/* 7b. One fd to spare: a publish binds its socket with it, and then the state file cannot be
+ * written. The reply reports the port (it is published and serves), the daemon tries the file
+ * again with back-off, and once fds are back the file has it: a crash after that loses nothing. */
+typedef struct FileWait {
+        const char *path;
+        const char *needle;
+} FileWait;
+
+static gboolean file_contains(gpointer data) {
+        FileWait *w = data;
+        g_autofree char *text = NULL;
+
+        return g_file_get_contents(w->path, &text, NULL, NULL) && strstr(text, w->needle);
+}
+
+static void test_state_write_fails(void) {
+        g_autofree char *msg = NULL;
+        StateDir sd;
+        TestEcho *echo = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, NULL);
+        struct rlimit tight, before;
+        FileWait w;
+        guint16 port;
+        Env e = {};
+        int fd;
+
+        state_dir_init(&sd);
+        env_start(&e, FALSE, sd.args, NULL);
+        (void) publish(e.bus, "first", "tcp", test_echo_port(echo), NULL);
+        w = (FileWait){ sd.path, "\"first\"" };
+        g_assert_true(file_contains(&w));
+
+        g_assert_cmpint(prlimit(e.daemon->pid, RLIMIT_NOFILE, NULL, &before), ==, 0);
+        /* The soft limit only: raising a hard limit again needs CAP_SYS_RESOURCE. */
+        tight.rlim_cur = (rlim_t) test_proc_fd_count(e.daemon->pid) + 1;
+        tight.rlim_max = before.rlim_max;
+        g_assert_cmpint(prlimit(e.daemon->pid, RLIMIT_NOFILE, &tight, NULL), ==, 0);
+        port = publish(e.bus, "second", "tcp", test_echo_port(echo), NULL);
+        w.needle = "\"second\"";
+        g_assert_false(file_contains(&w));
+        /* Published all the same: it serves. */
+        g_assert_cmpint(prlimit(e.daemon->pid, RLIMIT_NOFILE, &before, NULL), ==, 0);
+        fd = test_tcp_connect("127.0.0.1", port, TIMEOUT_MS);
+        g_assert_cmpint(fd, >=, 0);
+        test_roundtrip(fd, "served\n", "served\n");
+        close(fd);
+        /* The retry writes the file (the first one after 1 s). */
+        g_assert_true(test_wait_until(file_contains, &w, TIMEOUT_MS));
+
+        g_assert_cmpint(kill(e.daemon->pid, SIGKILL), ==, 0);
+        g_assert_true(test_daemon_wait(e.daemon, TIMEOUT_MS));
+        test_daemon_free(e.daemon);
+        {
+                TestDaemonOptions o = { .extra_args = sd.args, .env = daemon_env };
+
+                e.daemon = test_daemon_start_full(e.bus, &o);
+        }
+        msg = test_call_expect_error(e.bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "GetSandbox",
+                                     g_variant_new("(s)", "nothing"),
+                                     TEST_ERROR_PREFIX "NoSuchSandbox");
+        g_variant_unref(call_ok(e.bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "GetSandbox",
+                                g_variant_new("(s)", "second"), "(o)"));
+        fd = test_tcp_connect("127.0.0.1", port, TIMEOUT_MS);
+        g_assert_cmpint(fd, >=, 0);
+        test_roundtrip(fd, "restored\n", "restored\n");
+        close(fd);
+        env_stop(&e);
+        test_echo_free(echo);
+        state_dir_done(&sd);
+}
+
 /* 8. The dbus-daemon dies: portpubd exits non-zero at once; started again on the same state
  * file with a new bus, it has every port back, on the same host ports, and traffic flows. */
 #define BUS_LOST_EXIT_MAX_US (2 * G_USEC_PER_SEC)
 
 static void test_bus_killed(void) {
-        g_autoptr(GError) error = NULL;
-        g_autofree char *dir = g_dir_make_tmp("portpub-faults-XXXXXX", &error);
-        g_autofree char *state = NULL, *state_arg = NULL;
-        const char *args[2] = { NULL, NULL };
+        StateDir sd;
         TestEcho *tcp = test_echo_new(IPPROTO_TCP, "127.0.0.1", 0, NULL);
         TestEcho *udp = test_echo_new(IPPROTO_UDP, "127.0.0.1", 0, NULL);
         g_autoptr(GVariant) list = NULL;
@@ -889,11 +995,8 @@ static void test_bus_killed(void) {
         gint64 t0, dt;
         int fd;
 
-        g_assert_no_error(error);
-        state = g_build_filename(dir, "state", NULL);
-        state_arg = g_strdup_printf("--state-file=%s", state);
-        args[0] = state_arg;
-        env_start(&e, TRUE, args, NULL);
+        state_dir_init(&sd);
+        env_start(&e, TRUE, sd.args, NULL);
         tcp_port = publish(e.bus, "survivor", "tcp", test_echo_port(tcp), NULL);
         udp_port = publish(e.bus, "survivor", "udp", test_echo_port(udp), NULL);
 
@@ -909,7 +1012,7 @@ static void test_bus_killed(void) {
         test_daemon_free(e.daemon);
         test_bus_free(e.bus); /* reaps the dbus-daemon */
 
-        env_start(&e, FALSE, args, NULL);
+        env_start(&e, FALSE, sd.args, NULL);
         list = call_ok(e.bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "ListPorts", NULL,
                        "(a(sssqsqso))");
         {
@@ -941,8 +1044,7 @@ static void test_bus_killed(void) {
         env_stop(&e);
         test_echo_free(tcp);
         test_echo_free(udp);
-        (void) unlink(state);
-        (void) rmdir(dir);
+        state_dir_done(&sd);
 }
 
 /* 9. A polkit and a machined that never answer. Each is a connection of the test's own that
@@ -1357,6 +1459,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/faults/client-half-closes", test_client_half_closes);
         g_test_add_func("/faults/udp-guest-silent", test_udp_guest_silent);
         g_test_add_func("/faults/no-fds", test_no_fds);
+        g_test_add_func("/faults/state-write-fails", test_state_write_fails);
         g_test_add_func("/faults/bus-killed", test_bus_killed);
         g_test_add_func("/faults/polkit-never-answers",
                         geteuid() == 0 ? test_polkit_never_answers : skip_not_root);
