@@ -16,7 +16,6 @@
  * be a method return or an error of the standard or the daemon's own names; a mutating call
  * that failed must have changed no count, and the manager's tables must be valid throughout.
  * All in a network namespace of the target's own, so the binds the calls ask for are real. */
-#include <assert.h>
 #include <errno.h>
 #include <ev.h>
 #include <netinet/in.h>
@@ -123,7 +122,7 @@ static int driver_get_credentials(sd_bus_message *m, void *userdata, sd_bus_erro
         r = sd_bus_message_read(m, "s", &name);
         if (r < 0)
                 return r;
-        assert(name && name[0] == ':'); /* the face asks about the sender of a call */
+        fuzz_require(name && name[0] == ':'); /* the face asks about the sender of a call */
         switch (fuzz_u8(input) % 8) {
         case 0:
                 return sd_bus_error_setf(error, "org.freedesktop.DBus.Error.NameHasNoOwner",
@@ -361,21 +360,21 @@ static int on_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_err
         if (!h->failed) {
                 uint8_t type = 0;
 
-                assert(sd_bus_message_get_type(reply, &type) >= 0);
-                assert(type == SD_BUS_MESSAGE_METHOD_RETURN);
+                fuzz_require(sd_bus_message_get_type(reply, &type) >= 0);
+                fuzz_require(type == SD_BUS_MESSAGE_METHOD_RETURN);
                 return 0;
         }
         e = sd_bus_message_get_error(reply);
-        assert(e && e->name);
+        fuzz_require(e && e->name);
         if (getenv("FUZZ_DBUS_VERBOSE"))
                 fprintf(stderr, "reply: %s: %s\n", e->name, e->message);
         /* A named error, the standard ones or the daemon's; never a timeout. */
-        assert(strncmp(e->name, "org.freedesktop.DBus.Error.", 27) == 0 ||
-               strncmp(e->name, "io.portpub.Publisher1.Error.", 28) == 0);
-        assert(strcmp(e->name, SD_BUS_ERROR_TIMEOUT) != 0 &&
-               strcmp(e->name, SD_BUS_ERROR_NO_REPLY) != 0);
+        fuzz_require(strncmp(e->name, "org.freedesktop.DBus.Error.", 27) == 0 ||
+                     strncmp(e->name, "io.portpub.Publisher1.Error.", 28) == 0);
+        fuzz_require(strcmp(e->name, SD_BUS_ERROR_TIMEOUT) != 0 &&
+                     strcmp(e->name, SD_BUS_ERROR_NO_REPLY) != 0);
         /* Quoting a caller's strings bounded (QUOTE_MAX), whatever they were. */
-        assert(e->message && strlen(e->message) < 4096);
+        fuzz_require(e->message && strlen(e->message) < 4096);
         return 0;
 }
 
@@ -389,14 +388,14 @@ static void pump(Harness *h, bool (*cond)(Harness *h)) {
 
                 while ((r = sd_bus_process(h->client, NULL)) > 0)
                         progress = true;
-                assert(r >= 0);
+                fuzz_require(r >= 0);
                 ev_run(loop, EVRUN_NOWAIT);
                 if (progress || fuzz_pending(&authorizer, &resolver) > 0)
                         idle = 0;
                 else if (++idle >= IDLE_ROUNDS_MAX)
                         break;
         }
-        assert(!h->lost);
+        fuzz_require(!h->lost);
 }
 
 static bool has_replied(Harness *h) {
@@ -438,9 +437,9 @@ static void call(Harness *h, FuzzInput *in) {
         object_path(in, how->target, path, sizeof path);
         (void) snprintf(sender, sizeof sender, ":1.%u", fuzz_u8(in) % SENDERS);
         r = sd_bus_message_new_method_call(h->client, &m, NULL, path, how->interface, how->member);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         r = sd_bus_message_set_sender(m, sender);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         (void) sd_bus_message_set_allow_interactive_authorization(m, fuzz_u8(in) & 1);
         r = append_body(m, in, how->signature);
         if (r < 0) {
@@ -454,16 +453,16 @@ static void call(Harness *h, FuzzInput *in) {
                         sd_bus_message_get_signature(m, true), sender);
         h->replied = false;
         r = sd_bus_call_async(h->client, &slot, m, on_reply, h, 0);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         pump(h, has_replied);
         /* Every call is answered. */
-        assert(h->replied);
+        fuzz_require(h->replied);
         sd_bus_slot_unref(slot);
         fuzz_check_manager(h->manager);
         /* A call that failed changed nothing. */
         if (how->mutating && h->failed) {
-                assert(manager_n_sandboxes(h->manager) == n_sandboxes);
-                assert(manager_n_ports(h->manager) == n_ports);
+                fuzz_require(manager_n_sandboxes(h->manager) == n_sandboxes);
+                fuzz_require(manager_n_ports(h->manager) == n_ports);
         }
 }
 
@@ -476,13 +475,13 @@ static void name_lost(Harness *h, FuzzInput *in) {
         (void) snprintf(name, sizeof name, ":1.%u", fuzz_u8(in) % SENDERS);
         r = sd_bus_message_new_signal(h->client, &m, "/org/freedesktop/DBus",
                                       "org.freedesktop.DBus", "NameOwnerChanged");
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         r = sd_bus_message_set_sender(m, "org.freedesktop.DBus");
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         r = sd_bus_message_append(m, "sss", name, name, "");
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         r = sd_bus_send(h->client, m, NULL);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         pump(h, NULL);
         fuzz_check_manager(h->manager);
 }
@@ -502,31 +501,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         input = &in;
         authorizer.pending = fuzz_u8(&in) & 1;
         r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds);
-        assert(r == 0);
+        fuzz_require(r == 0);
 
         r = sd_bus_new(&h.server);
-        assert(r >= 0);
-        assert(sd_bus_set_fd(h.server, fds[0], fds[0]) >= 0);
-        assert(sd_bus_set_server(h.server, 1, id) >= 0);
-        assert(sd_bus_set_anonymous(h.server, 1) >= 0);
-        assert(sd_bus_start(h.server) >= 0);
+        fuzz_require(r >= 0);
+        fuzz_require(sd_bus_set_fd(h.server, fds[0], fds[0]) >= 0);
+        fuzz_require(sd_bus_set_server(h.server, 1, id) >= 0);
+        fuzz_require(sd_bus_set_anonymous(h.server, 1) >= 0);
+        fuzz_require(sd_bus_start(h.server) >= 0);
         r = sd_bus_new(&h.client);
-        assert(r >= 0);
-        assert(sd_bus_set_fd(h.client, fds[1], fds[1]) >= 0);
-        assert(sd_bus_set_anonymous(h.client, 1) >= 0);
-        assert(sd_bus_start(h.client) >= 0);
+        fuzz_require(r >= 0);
+        fuzz_require(sd_bus_set_fd(h.client, fds[1], fds[1]) >= 0);
+        fuzz_require(sd_bus_set_anonymous(h.client, 1) >= 0);
+        fuzz_require(sd_bus_start(h.client) >= 0);
         r = sd_bus_add_object_vtable(h.client, &h.driver, "/org/freedesktop/DBus",
                                      "org.freedesktop.DBus", driver_vtable, &h);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
 
         r = manager_new(&h.manager, loop);
-        assert(r == 0);
+        fuzz_require(r == 0);
         manager_set_authorizer(h.manager, &authorizer.authorizer);
         manager_set_guest_resolver(h.manager, &resolver.resolver);
         r = bus_ev_new(&h.glue, loop, h.server, on_lost, &h);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         r = manager_dbus_new(&h.face, h.manager, h.server);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
 
         for (unsigned op = 0; op < OPS_MAX && in.pos < in.size; op++) {
                 if (fuzz_u8(&in) < 16)
@@ -540,7 +539,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         sd_bus_close_unref(h.server);
         sd_bus_slot_unref(h.driver);
         sd_bus_close_unref(h.client);
-        assert(fuzz_pending(&authorizer, &resolver) == 0);
+        fuzz_require(fuzz_pending(&authorizer, &resolver) == 0);
         manager_free(h.manager);
         input = NULL;
         return 0;

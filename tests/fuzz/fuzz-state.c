@@ -8,7 +8,6 @@
  * with what the iterators walk. Then the restored tables are written out as the daemon writes
  * them and read back into a second manager, which must restore exactly as much: what the
  * daemon writes, it reads. */
-#include <assert.h>
 #include <ev.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -30,7 +29,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
         fuzz_enter_network_namespace();
         fuzz_quiet_logs();
         loop = ev_default_loop(EVFLAG_AUTO);
-        assert(loop);
+        fuzz_require(loop);
         local_authorizer_init(&authorizer, true);
         /* tmpfs: the daemon fsyncs what it writes. */
         (void) snprintf(state_path, sizeof state_path, "/dev/shm/fuzz-state-%d", (int) getpid());
@@ -42,11 +41,11 @@ static char *read_all(const char *path, size_t *ret_size) {
         char *buf = NULL;
         size_t n = 0;
 
-        assert(f);
+        fuzz_require(f);
         for (;;) {
                 char *t = realloc(buf, n + 65536);
 
-                assert(t);
+                fuzz_require(t);
                 buf = t;
                 size_t k = fread(buf + n, 1, 65536, f);
                 n += k;
@@ -67,14 +66,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int r;
 
         r = manager_new(&m, loop);
-        assert(r == 0);
+        fuzz_require(r == 0);
         manager_set_authorizer(m, &authorizer.authorizer);
         r = manager_restore_state_text(m, (const char *) data, size, why, sizeof why);
-        assert(r >= 0);
+        fuzz_require(r >= 0);
         if (r > 0) {
                 /* Unusable as a whole: nothing at all was restored. */
-                assert(why[0]);
-                assert(manager_n_sandboxes(m) == 0 && manager_n_ports(m) == 0);
+                fuzz_require(why[0]);
+                fuzz_require(manager_n_sandboxes(m) == 0 && manager_n_ports(m) == 0);
                 manager_free(m);
                 return 0;
         }
@@ -83,23 +82,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
         /* Round trip: written as the daemon writes it, read back as the daemon reads it. */
         r = manager_set_state_file(m, state_path);
-        assert(r == 0);
+        fuzz_require(r == 0);
         r = manager_save_state(m);
-        assert(r == 0);
+        fuzz_require(r == 0);
         manager_free(m);
         saved = read_all(state_path, &saved_size);
         (void) unlink(state_path);
 
         r = manager_new(&again, loop);
-        assert(r == 0);
+        fuzz_require(r == 0);
         manager_set_authorizer(again, &authorizer.authorizer);
         r = manager_restore_state_text(again, saved, saved_size, why, sizeof why);
         if (r != 0)
                 fprintf(stderr, "The daemon cannot read back what it wrote (%s):\n%.*s\n", why,
                         (int) saved_size, saved);
-        assert(r == 0);
-        assert(fuzz_check_manager(again) == n_ports);
-        assert(manager_n_sandboxes(again) == n_sandboxes);
+        fuzz_require(r == 0);
+        fuzz_require(fuzz_check_manager(again) == n_ports);
+        fuzz_require(manager_n_sandboxes(again) == n_sandboxes);
         manager_free(again);
         free(saved);
         return 0;

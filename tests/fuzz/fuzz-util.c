@@ -1,5 +1,4 @@
 /* What the fuzz targets of the daemon's faces share: a network namespace of their own, quiet logs */
-#include <assert.h>
 #include <errno.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -89,37 +88,40 @@ uint32_t fuzz_check_manager(Manager *m) {
         MANAGER_FOREACH_SANDBOX(s, m) {
                 uint32_t n = 0;
 
-                assert(sandbox_id_is_valid(s->id));
-                assert(strlen(s->id) <= SANDBOX_ID_MAX);
-                assert(manager_find_sandbox(m, s->id) == s);
-                assert(s->guest4.sa.sa_family == AF_INET || s->guest4.sa.sa_family == AF_UNSPEC);
-                assert(s->guest6.sa.sa_family == AF_INET6 || s->guest6.sa.sa_family == AF_UNSPEC);
-                assert(s->guest4.sa.sa_family != AF_UNSPEC || s->guest6.sa.sa_family != AF_UNSPEC);
+                fuzz_require(sandbox_id_is_valid(s->id));
+                fuzz_require(strlen(s->id) <= SANDBOX_ID_MAX);
+                fuzz_require(manager_find_sandbox(m, s->id) == s);
+                fuzz_require(s->guest4.sa.sa_family == AF_INET ||
+                             s->guest4.sa.sa_family == AF_UNSPEC);
+                fuzz_require(s->guest6.sa.sa_family == AF_INET6 ||
+                             s->guest6.sa.sa_family == AF_UNSPEC);
+                fuzz_require(s->guest4.sa.sa_family != AF_UNSPEC ||
+                             s->guest6.sa.sa_family != AF_UNSPEC);
                 SANDBOX_FOREACH_PORT(p, s) {
-                        assert(p->sandbox == s);
+                        fuzz_require(p->sandbox == s);
                         n++;
                 }
-                assert(n == s->n_ports);
-                assert(n <= MANAGER_PORTS_PER_SANDBOX_MAX);
+                fuzz_require(n == s->n_ports);
+                fuzz_require(n <= MANAGER_PORTS_PER_SANDBOX_MAX);
                 n_sandbox_ports += n;
                 n_sandboxes++;
         }
         MANAGER_FOREACH_PORT(p, m) {
-                assert(p->serial != 0);
-                assert(manager_find_port_by_serial(m, p->serial) == p);
-                assert(manager_find_port(m, p->proto, p->host_address, p->host_port) == p);
-                assert(p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP);
-                assert(p->host_port >= 1 && p->guest_port >= 1);
-                assert(p->max_sessions >= 1 && p->max_sessions <= MANAGER_MAX_SESSIONS_MAX);
-                assert(p->idle_timeout_usec <= RELAY_IDLE_TIMEOUT_MAX_USEC);
-                assert(p->proto == IPPROTO_TCP || p->idle_timeout_usec > 0);
-                assert(manager_find_sandbox(m, p->sandbox->id) == p->sandbox);
+                fuzz_require(p->serial != 0);
+                fuzz_require(manager_find_port_by_serial(m, p->serial) == p);
+                fuzz_require(manager_find_port(m, p->proto, p->host_address, p->host_port) == p);
+                fuzz_require(p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP);
+                fuzz_require(p->host_port >= 1 && p->guest_port >= 1);
+                fuzz_require(p->max_sessions >= 1 && p->max_sessions <= MANAGER_MAX_SESSIONS_MAX);
+                fuzz_require(p->idle_timeout_usec <= RELAY_IDLE_TIMEOUT_MAX_USEC);
+                fuzz_require(p->proto == IPPROTO_TCP || p->idle_timeout_usec > 0);
+                fuzz_require(manager_find_sandbox(m, p->sandbox->id) == p->sandbox);
                 n_ports++;
         }
-        assert(n_sandboxes == manager_n_sandboxes(m));
-        assert(n_ports == manager_n_ports(m));
-        assert(n_sandbox_ports == n_ports);
-        assert(n_sandboxes <= MANAGER_SANDBOXES_MAX && n_ports <= MANAGER_PORTS_MAX);
+        fuzz_require(n_sandboxes == manager_n_sandboxes(m));
+        fuzz_require(n_ports == manager_n_ports(m));
+        fuzz_require(n_sandbox_ports == n_ports);
+        fuzz_require(n_sandboxes <= MANAGER_SANDBOXES_MAX && n_ports <= MANAGER_PORTS_MAX);
         return n_ports;
 }
 
@@ -214,7 +216,7 @@ static int fuzz_resolve(GuestResolver *g, const char *sandbox_id, guest_resolve_
         FuzzPending *p;
 
         /* The core asks only about valid ids. */
-        assert(sandbox_id_is_valid(sandbox_id));
+        fuzz_require(sandbox_id_is_valid(sandbox_id));
         p = pending_new(f->loop, &f->lookups, userdata);
         if (!p)
                 return -ENOMEM;
@@ -270,9 +272,14 @@ struct ev_loop *fuzz_setup(FuzzAuthorizer *a, FuzzResolver *g,
         fuzz_enter_network_namespace();
         fuzz_quiet_logs();
         loop = ev_default_loop(EVFLAG_AUTO);
-        assert(loop);
+        fuzz_require(loop);
         fuzz_authorizer_init(a, loop);
         fuzz_resolver_init(g, loop);
         g->answer = answer;
         return loop;
+}
+
+void fuzz_require_failed(const char *expr, const char *file, int line) {
+        fprintf(stderr, "%s:%d: check failed: %s\n", file, line, expr);
+        abort();
 }

@@ -7,6 +7,10 @@
 
 #include "manager.h"
 
+/* assert() that NDEBUG does not compile out: the harness's own calls sit inside its checks. */
+#define fuzz_require(expr) ((expr) ? (void) 0 : fuzz_require_failed(#expr, __FILE__, __LINE__))
+_Noreturn void fuzz_require_failed(const char *expr, const char *file, int line);
+
 /* Moves the process into a new network namespace (as root, or in a new user namespace) with
  * only lo, up, so that the binds the inputs ask for (wildcards, fixed ports) never touch the
  * host's network. Exits with 77 (a skip for meson) when no namespace can be made: fuzzing

@@ -9,7 +9,6 @@
  * JSON object with "parameters" (an object) or an "error" naming interface.Error, and the
  * manager's tables must be valid after it. All in a network namespace of the target's own, so
  * the ports the input publishes are really bound. */
-#include <assert.h>
 #include <errno.h>
 #include <ev.h>
 #include <json-c/json.h>
@@ -52,23 +51,23 @@ static void check_reply(const char *text, size_t size) {
         json_object *o, *v;
         const char *error;
 
-        assert(strlen(text) == size);
+        fuzz_require(strlen(text) == size);
         /* Strict, as varlink-go and the server itself read: valid UTF-8 only. */
         tok = json_tokener_new();
-        assert(tok);
+        fuzz_require(tok);
         json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
         o = json_tokener_parse_ex(tok, text, (int) size);
         json_tokener_free(tok);
-        assert(json_object_is_type(o, json_type_object));
+        fuzz_require(json_object_is_type(o, json_type_object));
         if (json_object_object_get_ex(o, "error", &v)) {
-                assert(json_object_is_type(v, json_type_string));
+                fuzz_require(json_object_is_type(v, json_type_string));
                 error = json_object_get_string(v);
                 /* interface.Name */
-                assert(strchr(error, '.') && error[strlen(error) - 1] != '.');
+                fuzz_require(strchr(error, '.') && error[strlen(error) - 1] != '.');
         } else
-                assert(json_object_object_get_ex(o, "parameters", NULL));
+                fuzz_require(json_object_object_get_ex(o, "parameters", NULL));
         if (json_object_object_get_ex(o, "parameters", &v))
-                assert(json_object_is_type(v, json_type_object));
+                fuzz_require(json_object_is_type(v, json_type_object));
         json_object_put(o);
 }
 
@@ -80,7 +79,7 @@ static bool read_replies(int fd, char **buf, size_t *len, size_t *allocated, boo
                 if (*allocated - *len < 65536) {
                         char *t = realloc(*buf, *allocated + 65536);
 
-                        assert(t);
+                        fuzz_require(t);
                         *buf = t;
                         *allocated += 65536;
                 }
@@ -104,15 +103,15 @@ static bool read_replies(int fd, char **buf, size_t *len, size_t *allocated, boo
 }
 
 static int listener_new(struct sockaddr_un *ret, socklen_t *ret_len) {
-        sa_family_t family = AF_UNIX;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
-        assert(fd >= 0);
+        fuzz_require(fd >= 0);
         /* Autobind: a fresh abstract name, nothing in the file system. */
-        assert(bind(fd, (struct sockaddr *) &family, sizeof family) == 0);
-        assert(listen(fd, 16) == 0);
+        fuzz_require(bind(fd, (struct sockaddr *) &sa, sizeof(sa_family_t)) == 0);
+        fuzz_require(listen(fd, 16) == 0);
         *ret_len = sizeof *ret;
-        assert(getsockname(fd, (struct sockaddr *) ret, ret_len) == 0);
+        fuzz_require(getsockname(fd, (struct sockaddr *) ret, ret_len) == 0);
         return fd;
 }
 
@@ -132,20 +131,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* The input's last byte says whether the authorizer answers at once or later. */
         authorizer.pending = size > 0 && (data[size - 1] & 1);
         r = manager_new(&m, loop);
-        assert(r == 0);
+        fuzz_require(r == 0);
         manager_set_authorizer(m, &authorizer.authorizer);
         manager_set_guest_resolver(m, &resolver.resolver);
         r = varlink_server_new(&server, loop, &info);
-        assert(r == 0);
+        fuzz_require(r == 0);
         r = publisher1_new(&face, m, server);
-        assert(r == 0);
+        fuzz_require(r == 0);
         r = varlink_server_listen_fd(server, listener_new(&sa, &salen));
-        assert(r == 0);
+        fuzz_require(r == 0);
 
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        assert(fd >= 0);
+        fuzz_require(fd >= 0);
         r = connect(fd, (struct sockaddr *) &sa, salen);
-        assert(r == 0);
+        fuzz_require(r == 0);
 
         for (unsigned round = 0; open && idle < IDLE_ROUNDS_MAX && round < ROUNDS_MAX; round++) {
                 bool progress = false;
@@ -172,7 +171,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         idle++;
                 fuzz_check_manager(m);
         }
-        assert(!open || idle >= IDLE_ROUNDS_MAX); /* no endless stream of replies */
+        fuzz_require(!open || idle >= IDLE_ROUNDS_MAX); /* no endless stream of replies */
         /* What is left in buf is a message the server was cut off in: not checked. */
         close(fd);
         /* The server notices the hang-up and cancels what the connection waits for. */
