@@ -41,13 +41,29 @@
 #define UDP_CAP 1024
 #define UDP_KEPT 8 /* of the first peers, kept open and checked throughout */
 #define UDP_BATCH 500 /* peers sent from before the counters are checked */
-/* Growth of the daemon's RSS from the published port to 1024 sessions and 18 976 refusals. */
+/* Growth of the daemon's RSS from the published port to 1024 sessions and 18 976 refusals
+ * (measured: 0.4 MiB, 1.4 MiB under ASan). */
 #define UDP_RSS_GROWTH_MAX_KIB (4 * 1024)
 #define UDP_FDS_SLACK 8
 
 #define CHURN_PORTS 1000
 #define CHURN_ROUNDS 100
-#define CHURN_RSS_GROWTH_MAX_KIB (2 * 1024) /* after the first round */
+/* After the first round (measured: 8 KiB over D-Bus, 256 KiB over varlink; 4.5 and 12 MiB before
+ * portpubd fixed glibc's mmap threshold). */
+#define CHURN_RSS_GROWTH_MAX_KIB (2 * 1024)
+
+/* The daemon is built as this test is. ASan's quarantine keeps freed memory (256 MiB by default)
+ * to catch uses after free: under it the churn's RSS measures the quarantine, not the daemon. */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
 
 /* ---- the daemon and the test's own limits --------------------------------------------------- */
 
@@ -342,7 +358,8 @@ static void test_tcp_idle_connections(Fixture *f, gconstpointer data) {
         echo = epoll_echo_new();
         guests = (AtomicWant){ &echo->open, 0 };
         path = publish_one(f, "tcp", echo->port,
-                           g_variant_new_parsed("{'MaxSessions': <%u>}", (guint32) 2 * TCP_CONNECTIONS),
+                           g_variant_new_parsed("{'MaxSessions': <%u>}",
+                                                (guint32) 2 * TCP_CONNECTIONS),
                            &port);
 
         /* One connection first, so that process-wide one-time allocations (the copy buffer pool,
@@ -388,7 +405,8 @@ static void test_tcp_idle_connections(Fixture *f, gconstpointer data) {
         rss_idle = daemon_rss(f);
         fds_idle = daemon_fds(f);
         per_conn = (rss_idle - rss_before) * 1024 / TCP_CONNECTIONS;
-        g_test_message("FIGURES tcp-idle: daemon VmRSS %" G_GINT64_FORMAT " KiB before, %" G_GINT64_FORMAT
+        g_test_message("FIGURES tcp-idle: daemon VmRSS %" G_GINT64_FORMAT
+                       " KiB before, %" G_GINT64_FORMAT
                        " KiB with %d idle connections: %" G_GINT64_FORMAT
                        " bytes per connection; fds %d -> %d",
                        rss_before, rss_idle, TCP_CONNECTIONS, per_conn, fds_before, fds_idle);
@@ -413,7 +431,8 @@ static void test_tcp_idle_connections(Fixture *f, gconstpointer data) {
 static int udp_peer_socket(guint i) {
         struct sockaddr_in sa = {
                 .sin_family = AF_INET,
-                .sin_addr.s_addr = htonl((127u << 24) | (64u << 16) | ((i / 250) << 8) | (i % 250 + 1)),
+                .sin_addr.s_addr =
+                        htonl((127u << 24) | (64u << 16) | ((i / 250) << 8) | (i % 250 + 1)),
         };
         int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 
@@ -424,7 +443,8 @@ static int udp_peer_socket(guint i) {
 }
 
 static void udp_send(int fd, guint16 port, const char *msg) {
-        struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(port),
+        struct sockaddr_in to = { .sin_family = AF_INET,
+                                  .sin_port = htons(port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 
         g_assert_cmpint(sendto(fd, msg, strlen(msg), 0, (struct sockaddr *) &to, sizeof to), ==,
@@ -439,17 +459,45 @@ static void udp_kept_roundtrips(int kept[UDP_KEPT], guint16 port, guint round) {
         }
 }
 
+/* Datagrams the kernel dropped at the UDP socket bound to 127.0.0.1:port (/proc/net/udp's last
+ * column): a daemon descheduled long enough on a busy machine loses some, and those it never saw
+ * it cannot count. */
+static guint64 udp_kernel_drops(guint16 port) {
+        g_autofree char *text = NULL, *local = g_strdup_printf("0100007F:%04X", port);
+        g_auto(GStrv) lines = NULL;
+        guint64 drops = 0;
+
+        g_assert_true(g_file_get_contents("/proc/net/udp", &text, NULL, NULL));
+        lines = g_strsplit(text, "\n", -1);
+        for (char **l = lines; *l; l++) {
+                const char *local_col = NULL, *last_col = NULL;
+                char *save = NULL;
+                guint n = 0;
+
+                for (char *t = strtok_r(*l, " ", &save); t; t = strtok_r(NULL, " ", &save)) {
+                        if (n == 1)
+                                local_col = t;
+                        last_col = t;
+                        n++;
+                }
+                if (n >= 13 && g_strcmp0(local_col, local) == 0)
+                        drops += g_ascii_strtoull(last_col, NULL, 10);
+        }
+        return drops;
+}
+
 typedef struct Attempts {
         Fixture *f;
         const char *path;
-        guint64 want;
+        guint16 port;
+        guint64 want; /* datagrams of new peers sent */
 } Attempts;
 
 static gboolean cond_attempts(gpointer data) {
         Attempts *a = data;
 
         return port_counter(a->f, a->path, "TotalSessions") +
-                       port_counter(a->f, a->path, "RejectedSessions") ==
+                       port_counter(a->f, a->path, "RejectedSessions") + udp_kernel_drops(a->port) ==
                a->want;
 }
 
@@ -460,7 +508,8 @@ static void test_udp_session_cap(Fixture *f, gconstpointer data) {
         gint64 rss_before, rss_after, rss_max;
         int fds_before, fds_max;
         guint16 port;
-        Attempts attempts = { f, NULL, 0 };
+        Attempts attempts = { f, NULL, 0, 0 };
+        guint64 drops;
 
         if (!raise_nofile(UDP_CAP + 256)) {
                 g_test_skip("RLIMIT_NOFILE's hard limit is too low");
@@ -470,10 +519,10 @@ static void test_udp_session_cap(Fixture *f, gconstpointer data) {
         /* An idle timeout longer than the test: the first sessions hold the cap throughout. */
         path = publish_one(f, "udp", test_echo_port(echo),
                            g_variant_new_parsed("{'MaxSessions': <%u>, 'IdleTimeoutUSec': <%t>}",
-                                                (guint32) UDP_CAP,
-                                                (guint64) 3600 * G_USEC_PER_SEC),
+                                                (guint32) UDP_CAP, (guint64) 3600 * G_USEC_PER_SEC),
                            &port);
         attempts.path = path;
+        attempts.port = port;
         rss_before = rss_max = daemon_rss(f);
         fds_before = fds_max = daemon_fds(f);
 
@@ -491,33 +540,35 @@ static void test_udp_session_cap(Fixture *f, gconstpointer data) {
                         udp_send(fd, port, msg);
                         close(fd);
                 }
-                /* Every datagram was seen: a session or a refusal each, nothing lost. */
+                /* Each datagram is a session, a refusal, or one the kernel dropped. */
                 attempts.want = sent;
                 if (!test_wait_until(cond_attempts, &attempts, TIMEOUT_MS))
                         g_error("%u peers sent a datagram, the port counts %" G_GUINT64_FORMAT
-                                " sessions and %" G_GUINT64_FORMAT " refusals",
+                                " sessions and %" G_GUINT64_FORMAT
+                                " refusals, the kernel %" G_GUINT64_FORMAT " drops",
                                 sent, port_counter(f, path, "TotalSessions"),
-                                port_counter(f, path, "RejectedSessions"));
+                                port_counter(f, path, "RejectedSessions"), udp_kernel_drops(port));
                 udp_kept_roundtrips(kept, port, sent);
                 rss_max = MAX(rss_max, daemon_rss(f));
                 fds_max = MAX(fds_max, daemon_fds(f));
         }
+        drops = udp_kernel_drops(port);
         g_assert_cmpuint(port_counter(f, path, "TotalSessions"), ==, UDP_CAP);
-        g_assert_cmpuint(port_counter(f, path, "RejectedSessions"), ==, UDP_PEERS - UDP_CAP);
+        g_assert_cmpuint(port_counter(f, path, "RejectedSessions"), ==, UDP_PEERS - UDP_CAP - drops);
         g_assert_cmpuint(port_counter(f, path, "FailedSessions"), ==, 0);
         wait_counter(f, path, "ActiveSessions", UDP_CAP);
         {
-                g_autoptr(GVariant) state =
-                        test_get_property(f->bus, path, TEST_PORT_IFACE, "State");
+                g_autoptr(GVariant) state = test_get_property(f->bus, path, TEST_PORT_IFACE, "State");
 
                 g_assert_cmpstr(g_variant_get_string(state, NULL), ==, "paused");
         }
         rss_after = daemon_rss(f);
         g_test_message("FIGURES udp-cap: %d peers, %d sessions, RejectedSessions %" G_GUINT64_FORMAT
-                       "; daemon VmRSS %" G_GINT64_FORMAT " KiB before, at most %" G_GINT64_FORMAT
-                       ", %" G_GINT64_FORMAT " at the end; fds %d before, at most %d",
-                       UDP_PEERS, UDP_CAP, port_counter(f, path, "RejectedSessions"), rss_before,
-                       rss_max, rss_after, fds_before, fds_max);
+                       " (kernel drops %" G_GUINT64_FORMAT "); daemon VmRSS %" G_GINT64_FORMAT
+                       " KiB before, at most %" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
+                       " at the end; fds %d before, at most %d",
+                       UDP_PEERS, UDP_CAP, port_counter(f, path, "RejectedSessions"), drops,
+                       rss_before, rss_max, rss_after, fds_before, fds_max);
         g_assert_cmpint(rss_max - rss_before, <=, UDP_RSS_GROWTH_MAX_KIB);
         g_assert_cmpint(fds_max, <=, fds_before + UDP_CAP + UDP_FDS_SLACK);
 
@@ -552,8 +603,7 @@ static void churn_dbus_round(Churn *c) {
                 g_variant_builder_add(&ports, "(ssqq)", churn_proto(i), "127.0.0.1", 0, i + 1);
         reply = manager_call(c->f, "PublishPorts",
                              g_variant_new("(s^asa(ssqq)a{sv})", "churn",
-                                           (const char *const[]){ "127.0.0.1", NULL }, &ports,
-                                           NULL),
+                                           (const char *const[]){ "127.0.0.1", NULL }, &ports, NULL),
                              "(oa(ssqqo))");
         g_variant_get(reply, "(&o@a(ssqqo))", NULL, &published);
         g_assert_cmpuint(g_variant_n_children(published), ==, CHURN_PORTS);
@@ -680,13 +730,16 @@ static void churn(Fixture *f, const char *face, ChurnRound round) {
                        "%" G_GINT64_FORMAT " bytes after the first, %" G_GINT64_FORMAT
                        " after the last",
                        face, CHURN_ROUNDS, CHURN_PORTS, (double) all_us / G_USEC_PER_SEC,
-                       (double) first_us / G_USEC_PER_SEC, fds_first, fds_last, rss_first,
-                       rss_last, size_first, size_last);
+                       (double) first_us / G_USEC_PER_SEC, fds_first, fds_last, rss_first, rss_last,
+                       size_first, size_last);
         g_assert_cmpuint(test_get_u32(f->bus, TEST_MANAGER_PATH, TEST_MANAGER_IFACE, "NPorts"), ==,
                          0);
         g_assert_cmpint(fds_last, ==, fds_first);
         g_assert_cmpstr(state_last, ==, state_first);
-        g_assert_cmpint(rss_last - rss_first, <, CHURN_RSS_GROWTH_MAX_KIB);
+        if (UNDER_ASAN)
+                g_test_message("FIGURES churn-%s: RSS growth not asserted under ASan", face);
+        else
+                g_assert_cmpint(rss_last - rss_first, <, CHURN_RSS_GROWTH_MAX_KIB);
         close(c.varlink);
 }
 
