@@ -286,19 +286,28 @@ static int dbus_list_ports(Daemon *d, char *const *filter, size_t n_filter, Port
         return 0;
 }
 
+/* The object path of port (one host port), borrowed from *reply. */
+static int lookup_port(sd_bus *bus, const PortRange *port, sd_bus_message **reply,
+                       const char **ret_path) {
+        int r;
+
+        r = call_manager(bus, "look up the port", "GetPort", reply, "ssq", port->protocol,
+                         port->host_address, port->host_first);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(*reply, "o", ret_path);
+        return r < 0 ? log_parse_error(r) : 0;
+}
+
 static int dbus_get_port(Daemon *d, const PortRange *port, PortList *ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus *bus = bus_of(d);
         const char *path;
         int r;
 
-        r = call_manager(bus, "look up the port", "GetPort", &reply, "ssq", port->protocol,
-                         port->host_address, port->host_first);
+        r = lookup_port(bus, port, &reply, &path);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(reply, "o", &path);
-        if (r < 0)
-                return log_parse_error(r);
         r = add_port(bus, path, ret);
         if (r == 0)
                 return log_error_errno(ENOENT, "The port went away while it was looked at.");
@@ -695,13 +704,9 @@ static int dbus_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
         const char *path;
         int r;
 
-        r = call_manager(bus, "look up the port", "GetPort", &reply, "ssq", port->protocol,
-                         port->host_address, port->host_first);
+        r = lookup_port(bus, port, &reply, &path);
         if (r < 0)
                 return r;
-        r = sd_bus_message_read(reply, "o", &path);
-        if (r < 0)
-                return log_parse_error(r);
         return get_properties(bus, path, PORT_INTERFACE, ret);
 }
 

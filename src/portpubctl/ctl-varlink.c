@@ -681,17 +681,24 @@ static int fields_to_properties(json_object *o, const FieldProperty *map, size_t
         return 0;
 }
 
+/* GetPort of port (one host port): its object, borrowed from *reply. */
+static int lookup_port(Daemon *d, const PortRange *port, VarlinkReply *reply, json_object **ret) {
+        int r;
+
+        r = call_with(varlink_of(d), METHOD("GetPort"), "port",
+                      port_to_json(port->protocol, port->host_address, port->host_first, false, 0),
+                      reply);
+        if (r < 0)
+                return r;
+        return get_object(reply->parameters, "port", ret);
+}
+
 static int varlink_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
         _cleanup_(varlink_reply_done) VarlinkReply reply = {};
         json_object *o;
         int r;
 
-        r = call_with(varlink_of(d), METHOD("GetPort"), "port",
-                      port_to_json(port->protocol, port->host_address, port->host_first, false, 0),
-                      &reply);
-        if (r < 0)
-                return r;
-        r = get_object(reply.parameters, "port", &o);
+        r = lookup_port(d, port, &reply, &o);
         if (r < 0)
                 return r;
         return fields_to_properties(o, port_properties, ELEMENTSOF(port_properties), ret);
@@ -702,12 +709,7 @@ static int varlink_get_port(Daemon *d, const PortRange *port, PortList *ret) {
         json_object *o;
         int r;
 
-        r = call_with(varlink_of(d), METHOD("GetPort"), "port",
-                      port_to_json(port->protocol, port->host_address, port->host_first, false, 0),
-                      &reply);
-        if (r < 0)
-                return r;
-        r = get_object(reply.parameters, "port", &o);
+        r = lookup_port(d, port, &reply, &o);
         if (r < 0)
                 return r;
         return add_port(o, NULL, 0, ret);
