@@ -120,7 +120,8 @@ static void assert_unchanged(Fixture *f, const char *what) {
                 g_error("%s: the state file changed", what);
 }
 
-/* A value of type t (one complete type) that is well-formed for its type. */
+/* A value of type t (one complete type) that is well-formed for its type: a new reference, not
+ * floating (g_variant_parse()'s). */
 static GVariant *value_of_type(const char *t) {
         const char *text;
         GVariant *v;
@@ -160,7 +161,7 @@ static GVariant *value_of_type(const char *t) {
         return v;
 }
 
-/* Calls with the arguments given (floating references taken) and wants InvalidArgs. */
+/* Calls with the arguments given (the caller keeps its references) and wants InvalidArgs. */
 static void call_wrong(Fixture *f, const char *path, const char *iface, const char *method,
                        GPtrArray *args, const char *how) {
         g_autofree char *what = NULL, *message = NULL;
@@ -186,11 +187,9 @@ static GPtrArray *right_args(GDBusMethodInfo *m, guint n) {
         return a;
 }
 
+/* Takes args and the references in it (value_of_type()'s, not floating). */
 static void call_with(Fixture *f, const char *path, const char *iface, GDBusMethodInfo *m,
                       GPtrArray *args, const char *how) {
-        /* The tuple takes the floating references; keep them for the next call. */
-        for (guint i = 0; i < args->len; i++)
-                g_variant_ref_sink(args->pdata[i]);
         call_wrong(f, path, iface, m->name, args, how);
         for (guint i = 0; i < args->len; i++)
                 g_variant_unref(args->pdata[i]);
@@ -215,7 +214,7 @@ static void method_wrong_signatures(Fixture *f, const char *path, const char *if
                         if (strcmp(replacements[k], m->in_args[i]->signature) == 0)
                                 continue;
                         a = right_args(m, n);
-                        g_variant_unref(g_variant_ref_sink(a->pdata[i]));
+                        g_variant_unref(a->pdata[i]);
                         a->pdata[i] = value_of_type(replacements[k]);
                         how = g_strdup_printf("argument %u '%s' as '%s'", i,
                                               m->in_args[i]->signature, replacements[k]);
@@ -297,15 +296,13 @@ static void test_properties(Fixture *f, gconstpointer data) {
                 g_assert_false((*p)->flags & G_DBUS_PROPERTY_INFO_FLAGS_WRITABLE);
                 for (size_t k = 0; k < G_N_ELEMENTS(types); k++) {
                         g_autoptr(GError) error = NULL;
-                        g_autoptr(GVariant) v = NULL;
+                        g_autoptr(GVariant) v = NULL, value = value_of_type(types[k]);
                         g_autofree char *remote = NULL, *what = NULL;
 
                         what = g_strdup_printf("Set %s.%s to a '%s' on %s", iface, (*p)->name,
                                                types[k], path);
                         v = test_call(f->bus, path, "org.freedesktop.DBus.Properties", "Set",
-                                      g_variant_new("(ssv)", iface, (*p)->name,
-                                                    value_of_type(types[k])),
-                                      NULL, &error);
+                                      g_variant_new("(ssv)", iface, (*p)->name, value), NULL, &error);
                         g_assert_null(v);
                         g_assert_nonnull(error);
                         remote = g_dbus_error_get_remote_error(error);
