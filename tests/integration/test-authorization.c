@@ -407,23 +407,9 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         test_bus_free(f->bus);
 }
 
-static gboolean pinged(gpointer data) {
-        return *(gboolean *) data;
-}
-
-static void on_ping(GObject *src, GAsyncResult *res, gpointer data) {
-        g_autoptr(GVariant) v = g_dbus_connection_call_finish(G_DBUS_CONNECTION(src), res, NULL);
-        *(gboolean *) data = TRUE;
-}
-
 /* The daemon's signals sent before its reply to a Ping reach us before that reply. */
 static void sync_signals(Fixture *f) {
-        gboolean done = FALSE;
-
-        g_dbus_connection_call(f->bus->conn, TEST_BUS_NAME, TEST_MANAGER_PATH,
-                               "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
-                               G_DBUS_CALL_FLAGS_NONE, 5000, NULL, on_ping, &done);
-        g_assert_true(test_wait_until(pinged, &done, 5000));
+        test_sync_daemon(f->bus);
 }
 
 static guint count_signals(Fixture *f, const char *member) {

@@ -681,23 +681,9 @@ static void fixture_teardown(Fixture *f, gconstpointer data) {
         g_free(f->exe);
 }
 
-static gboolean flag_set(gpointer data) {
-        return *(gboolean *) data;
-}
-
-static void on_ping(GObject *src, GAsyncResult *res, gpointer data) {
-        g_autoptr(GVariant) v = g_dbus_connection_call_finish(G_DBUS_CONNECTION(src), res, NULL);
-        *(gboolean *) data = TRUE;
-}
-
 /* The daemon's signals sent before a reply reach us before it: after a Ping they are all in. */
 static void sync_signals(Fixture *f) {
-        gboolean done = FALSE;
-
-        g_dbus_connection_call(f->bus->conn, TEST_BUS_NAME, TEST_MANAGER_PATH,
-                               "org.freedesktop.DBus.Peer", "Ping", NULL, NULL,
-                               G_DBUS_CALL_FLAGS_NONE, 5000, NULL, on_ping, &done);
-        g_assert_true(test_wait_until(flag_set, &done, 5000));
+        test_sync_daemon(f->bus);
 }
 
 static guint count_signals(Fixture *f, const char *member) {
