@@ -36,6 +36,11 @@ static int log_parse_error(int r) {
         return log_error_errno(r, "Failed to parse a bus message: %m");
 }
 
+/* r, reported as log_parse_error() does when it failed. */
+static int parsed(int r) {
+        return r < 0 ? log_parse_error(r) : r;
+}
+
 /* Reports a failed call: the daemon's own message where it sent one, which names the sandbox and
  * the port; a daemon that is not on the bus in plain words. */
 static int log_call_error(const sd_bus_error *error, int r, const char *what) {
@@ -135,6 +140,44 @@ static bool error_is_gone(const sd_bus_error *error) {
                sd_bus_error_has_name(error, SD_BUS_ERROR_UNKNOWN_INTERFACE);
 }
 
+/* Reads one property of a GetAll reply, the message at its variant, which it reads or skips; < 0
+ * reported. */
+typedef int (*property_read_t)(sd_bus_message *reply, const char *name, void *userdata);
+
+/* GetAll of path's interface, each property handed to read. *reply keeps the message, for strings
+ * read borrows from it. 1, or 0 when the object went away since it was listed (if gone_ok). */
+static int read_properties(sd_bus *bus, const char *path, const char *interface, const char *what,
+                           bool gone_ok, property_read_t read, void *userdata,
+                           sd_bus_message **reply) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *name;
+        int r;
+
+        r = get_all(bus, path, interface, reply, &error);
+        if (r < 0) {
+                if (gone_ok && error_is_gone(&error))
+                        return 0;
+                return log_call_error(&error, r, what);
+        }
+        r = sd_bus_message_enter_container(*reply, 'a', "{sv}");
+        if (r < 0)
+                return log_parse_error(r);
+        while ((r = sd_bus_message_enter_container(*reply, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(*reply, "s", &name);
+                if (r < 0)
+                        return log_parse_error(r);
+                r = read(*reply, name, userdata);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(*reply);
+                if (r < 0)
+                        return log_parse_error(r);
+        }
+        if (r < 0)
+                return log_parse_error(r);
+        return 1;
+}
+
 static void strv_freep(char ***p) {
         if (!*p)
                 return;
@@ -165,7 +208,14 @@ static char *strv_join(char **l, char sep) {
 
 /* One field of GetAll's reply to the Port interface, into e; unknown ones are skipped. The
  * strings point into the message. */
-static int read_port_property(sd_bus_message *reply, const char *name, PortEntry *e, char ***listen) {
+typedef struct PortRead {
+        PortEntry e;
+        char **listen;
+} PortRead;
+
+static int read_port_property(sd_bus_message *reply, const char *name, void *userdata) {
+        PortRead *p = userdata;
+        PortEntry *e = &p->e;
         static const struct {
                 const char *name;
                 size_t offset;
@@ -189,72 +239,53 @@ static int read_port_property(sd_bus_message *reply, const char *name, PortEntry
 
         for (size_t i = 0; i < ELEMENTSOF(strings); i++)
                 if (strcmp(name, strings[i].name) == 0)
-                        return sd_bus_message_read(reply, "v", "s",
-                                                   (const char **) ((char *) e + strings[i].offset));
+                        return parsed(sd_bus_message_read(
+                                reply, "v", "s", (const char **) ((char *) e + strings[i].offset)));
         for (size_t i = 0; i < ELEMENTSOF(u64s); i++)
                 if (strcmp(name, u64s[i].name) == 0)
-                        return sd_bus_message_read(reply, "v", "t",
-                                                   (uint64_t *) ((char *) e + u64s[i].offset));
+                        return parsed(sd_bus_message_read(reply, "v", "t",
+                                                          (uint64_t *) ((char *) e + u64s[i].offset)));
         if (strcmp(name, "HostPort") == 0)
-                return sd_bus_message_read(reply, "v", "q", &e->host_port);
+                return parsed(sd_bus_message_read(reply, "v", "q", &e->host_port));
         if (strcmp(name, "GuestPort") == 0)
-                return sd_bus_message_read(reply, "v", "q", &e->guest_port);
+                return parsed(sd_bus_message_read(reply, "v", "q", &e->guest_port));
         if (strcmp(name, "ActiveSessions") == 0)
-                return sd_bus_message_read(reply, "v", "u", &e->active_sessions);
+                return parsed(sd_bus_message_read(reply, "v", "u", &e->active_sessions));
         if (strcmp(name, "MaxSessions") == 0)
-                return sd_bus_message_read(reply, "v", "u", &e->max_sessions);
+                return parsed(sd_bus_message_read(reply, "v", "u", &e->max_sessions));
         if (strcmp(name, "ListenAddresses") == 0) {
                 r = sd_bus_message_enter_container(reply, 'v', "as");
                 if (r < 0)
-                        return r;
-                strv_freep(listen);
-                *listen = NULL;
-                r = sd_bus_message_read_strv(reply, listen);
-                if (r < 0)
-                        return r;
-                return sd_bus_message_exit_container(reply);
-        }
-        return sd_bus_message_skip(reply, "v");
+                        return log_parse_error(r);
+                strv_freep(&p->listen);
+                p->listen = NULL;
+                r = sd_bus_message_read_strv(reply, &p->listen);
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        } else
+                r = sd_bus_message_skip(reply, "v");
+        return r < 0 ? log_parse_error(r) : 0;
 }
 
 /* The port object at path, from its properties, added to ret: 1, or 0 when the port went away
  * since it was listed. */
 static int add_port(sd_bus *bus, const char *path, PortList *ret) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(strv_freep) char **listen = NULL;
         _cleanup_free_ char *joined = NULL;
-        PortEntry e = { .path = path };
-        const char *name;
+        PortRead p = { .e.path = path };
         int r;
 
-        r = get_all(bus, path, PORT_INTERFACE, &reply, &error);
-        if (r < 0) {
-                if (error_is_gone(&error))
-                        return 0;
-                return log_call_error(&error, r, "get the port's properties");
+        r = read_properties(bus, path, PORT_INTERFACE, "get the port's properties", true,
+                            read_port_property, &p, &reply);
+        if (r > 0) {
+                joined = strv_join(p.listen, ' ');
+                r = joined ? 1 : log_oom();
         }
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = read_port_property(reply, name, &e, &listen);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return log_parse_error(r);
-        }
-        if (r < 0)
-                return log_parse_error(r);
-        joined = strv_join(listen, ' ');
-        if (!joined)
-                return log_oom();
-        e.listen_addresses = joined;
-        r = port_list_add(ret, &e);
+        strv_freep(&p.listen);
+        if (r <= 0)
+                return r;
+        p.e.listen_addresses = joined;
+        r = port_list_add(ret, &p.e);
         if (r < 0)
                 return r;
         return 1;
@@ -317,58 +348,53 @@ static int dbus_get_port(Daemon *d, const PortRange *port, PortList *ret) {
 /* sandboxes */
 
 /* 0 when the sandbox went away since it was listed. */
+typedef struct SandboxRead {
+        SandboxEntry e;
+        char **guests;
+        int machine;
+} SandboxRead;
+
+static int read_sandbox_property(sd_bus_message *reply, const char *name, void *userdata) {
+        SandboxRead *sr = userdata;
+        int r;
+
+        if (strcmp(name, "GuestAddresses") == 0) {
+                r = sd_bus_message_enter_container(reply, 'v', "as");
+                if (r >= 0) {
+                        strv_freep(&sr->guests);
+                        sr->guests = NULL;
+                        r = sd_bus_message_read_strv(reply, &sr->guests);
+                }
+                if (r >= 0)
+                        r = sd_bus_message_exit_container(reply);
+        } else if (strcmp(name, "Owner") == 0)
+                r = sd_bus_message_read(reply, "v", "u", &sr->e.owner);
+        else if (strcmp(name, "Machine") == 0)
+                r = sd_bus_message_read(reply, "v", "b", &sr->machine);
+        else if (strcmp(name, "ActiveSessions") == 0)
+                r = sd_bus_message_read(reply, "v", "t", &sr->e.active_sessions);
+        else
+                r = sd_bus_message_skip(reply, "v");
+        return parsed(r);
+}
+
 static int add_sandbox(sd_bus *bus, const char *id, const char *path, uint32_t n_ports,
                        SandboxList *ret) {
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(strv_freep) char **l = NULL;
-        SandboxEntry e = { .id = id, .path = path, .n_ports = n_ports };
-        const char *name;
+        SandboxRead sr = { .e = { .id = id, .path = path, .n_ports = n_ports } };
         size_t n = 0;
-        int machine = 0, r;
+        int r;
 
-        r = get_all(bus, path, SANDBOX_INTERFACE, &reply, &error);
-        if (r < 0) {
-                if (error_is_gone(&error))
-                        return 0;
-                return log_call_error(&error, r, "get the sandbox's properties");
+        r = read_properties(bus, path, SANDBOX_INTERFACE, "get the sandbox's properties", true,
+                            read_sandbox_property, &sr, &reply);
+        if (r > 0) {
+                sr.e.machine = sr.machine;
+                while (sr.guests && sr.guests[n])
+                        n++;
+                r = sandbox_list_add(ret, &sr.e, (const char *const *) sr.guests, n);
         }
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (strcmp(name, "GuestAddresses") == 0) {
-                        r = sd_bus_message_enter_container(reply, 'v', "as");
-                        if (r >= 0) {
-                                strv_freep(&l);
-                                l = NULL;
-                                r = sd_bus_message_read_strv(reply, &l);
-                        }
-                        if (r >= 0)
-                                r = sd_bus_message_exit_container(reply);
-                } else if (strcmp(name, "Owner") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &e.owner);
-                else if (strcmp(name, "Machine") == 0)
-                        r = sd_bus_message_read(reply, "v", "b", &machine);
-                else if (strcmp(name, "ActiveSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &e.active_sessions);
-                else
-                        r = sd_bus_message_skip(reply, "v");
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return log_parse_error(r);
-        }
-        if (r < 0)
-                return log_parse_error(r);
-        e.machine = machine;
-        while (l && l[n])
-                n++;
-        return sandbox_list_add(ret, &e, (const char *const *) l, n);
+        strv_freep(&sr.guests);
+        return r;
 }
 
 static int dbus_list_sandboxes(Daemon *d, SandboxList *ret) {
@@ -645,57 +671,48 @@ static int format_value_text(sd_bus_message *m, char type, const char *contents,
         return 0;
 }
 
-/* GetAll of path's interface: every property printed whole. */
-static int get_properties(sd_bus *bus, const char *path, const char *interface, PropertyList *ret) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *name, *contents;
+/* One property as a NAME=VALUE line of show, if its value is printed whole. */
+static int read_printable_property(sd_bus_message *reply, const char *name, void *userdata) {
+        PropertyList *ret = userdata;
+        const char *contents;
         char type;
         int r;
 
-        r = get_all(bus, path, interface, &reply, &error);
-        if (r < 0)
-                return log_call_error(&error, r, "get the properties");
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
+        r = sd_bus_message_peek_type(reply, NULL, &contents);
         if (r < 0)
                 return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_peek_type(reply, NULL, &contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_enter_container(reply, 'v', contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_peek_type(reply, &type, &contents);
-                if (r < 0)
-                        return log_parse_error(r);
-                /* Only values printed whole get a line; a struct or dict would be a half truth. */
-                if (type_is_printable(type, contents)) {
-                        char *value = NULL;
+        r = sd_bus_message_enter_container(reply, 'v', contents);
+        if (r < 0)
+                return log_parse_error(r);
+        r = sd_bus_message_peek_type(reply, &type, &contents);
+        if (r < 0)
+                return log_parse_error(r);
+        /* Only values printed whole get a line; a struct or dict would be a half truth. */
+        if (type_is_printable(type, contents)) {
+                char *value = NULL;
 
-                        r = format_value_text(reply, type, contents, &value);
-                        if (r < 0)
-                                return r;
-                        r = property_list_add(ret, name, value);
-                        if (r < 0)
-                                return r;
-                } else {
-                        r = sd_bus_message_skip(reply, NULL);
-                        if (r < 0)
-                                return log_parse_error(r);
-                }
-                r = sd_bus_message_exit_container(reply);
-                if (r >= 0)
-                        r = sd_bus_message_exit_container(reply);
+                r = format_value_text(reply, type, contents, &value);
+                if (r < 0)
+                        return r;
+                r = property_list_add(ret, name, value);
+                if (r < 0)
+                        return r;
+        } else {
+                r = sd_bus_message_skip(reply, NULL);
                 if (r < 0)
                         return log_parse_error(r);
         }
-        if (r < 0)
-                return log_parse_error(r);
-        return 0;
+        return parsed(sd_bus_message_exit_container(reply));
+}
+
+/* GetAll of path's interface: every property printed whole. */
+static int get_properties(sd_bus *bus, const char *path, const char *interface, PropertyList *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = read_properties(bus, path, interface, "get the properties", false,
+                            read_printable_property, ret, &reply);
+        return r < 0 ? r : 0;
 }
 
 static int dbus_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
@@ -710,47 +727,45 @@ static int dbus_show_port(Daemon *d, const PortRange *port, PropertyList *ret) {
         return get_properties(bus, path, PORT_INTERFACE, ret);
 }
 
-static int dbus_get_status(Daemon *d, DaemonStatus *ret) {
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *name, *version = NULL;
+typedef struct StatusRead {
+        DaemonStatus *status;
+        const char *version; /* borrowed from the reply */
+} StatusRead;
+
+static int read_manager_property(sd_bus_message *reply, const char *name, void *userdata) {
+        StatusRead *sr = userdata;
+        DaemonStatus *ret = sr->status;
         int r;
 
-        r = get_all(bus_of(d), MANAGER_PATH, MANAGER_INTERFACE, &reply, &error);
+        if (strcmp(name, "Version") == 0)
+                r = sd_bus_message_read(reply, "v", "s", &sr->version);
+        else if (strcmp(name, "NSandboxes") == 0)
+                r = sd_bus_message_read(reply, "v", "u", &ret->n_sandboxes);
+        else if (strcmp(name, "NPorts") == 0)
+                r = sd_bus_message_read(reply, "v", "u", &ret->n_ports);
+        else if (strcmp(name, "ActiveSessions") == 0)
+                r = sd_bus_message_read(reply, "v", "t", &ret->active_sessions);
+        else if (strcmp(name, "TotalSessions") == 0)
+                r = sd_bus_message_read(reply, "v", "t", &ret->total_sessions);
+        else if (strcmp(name, "DefaultMaxSessions") == 0)
+                r = sd_bus_message_read(reply, "v", "u", &ret->default_max_sessions);
+        else if (strcmp(name, "DefaultUDPIdleTimeoutUSec") == 0)
+                r = sd_bus_message_read(reply, "v", "t", &ret->default_udp_idle_timeout_usec);
+        else
+                r = sd_bus_message_skip(reply, "v");
+        return parsed(r);
+}
+
+static int dbus_get_status(Daemon *d, DaemonStatus *ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        StatusRead sr = { .status = ret };
+        int r;
+
+        r = read_properties(bus_of(d), MANAGER_PATH, MANAGER_INTERFACE, "get the daemon's status",
+                            false, read_manager_property, &sr, &reply);
         if (r < 0)
-                return log_call_error(&error, r, "get the daemon's status");
-        r = sd_bus_message_enter_container(reply, 'a', "{sv}");
-        if (r < 0)
-                return log_parse_error(r);
-        while ((r = sd_bus_message_enter_container(reply, 'e', "sv")) > 0) {
-                r = sd_bus_message_read(reply, "s", &name);
-                if (r < 0)
-                        return log_parse_error(r);
-                if (strcmp(name, "Version") == 0)
-                        r = sd_bus_message_read(reply, "v", "s", &version);
-                else if (strcmp(name, "NSandboxes") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &ret->n_sandboxes);
-                else if (strcmp(name, "NPorts") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &ret->n_ports);
-                else if (strcmp(name, "ActiveSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &ret->active_sessions);
-                else if (strcmp(name, "TotalSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &ret->total_sessions);
-                else if (strcmp(name, "DefaultMaxSessions") == 0)
-                        r = sd_bus_message_read(reply, "v", "u", &ret->default_max_sessions);
-                else if (strcmp(name, "DefaultUDPIdleTimeoutUSec") == 0)
-                        r = sd_bus_message_read(reply, "v", "t", &ret->default_udp_idle_timeout_usec);
-                else
-                        r = sd_bus_message_skip(reply, "v");
-                if (r < 0)
-                        return log_parse_error(r);
-                r = sd_bus_message_exit_container(reply);
-                if (r < 0)
-                        return log_parse_error(r);
-        }
-        if (r < 0)
-                return log_parse_error(r);
-        ret->version = strdup(version ? version : "");
+                return r;
+        ret->version = strdup(sr.version ? sr.version : "");
         if (!ret->version)
                 return log_oom();
         return 0;
