@@ -186,24 +186,12 @@ static void strv_freep(char ***p) {
         free(*p);
 }
 
-/* The strings of l joined by sep, "" for none; NULL when out of memory. */
-static char *strv_join(char **l, char sep) {
-        size_t size = 1, at = 0;
-        char *s;
+static size_t strv_length(char **l) {
+        size_t n = 0;
 
-        for (char **i = l; i && *i; i++)
-                size += strlen(*i) + 1;
-        s = malloc(size);
-        if (!s)
-                return NULL;
-        for (char **i = l; i && *i; i++) {
-                if (at > 0)
-                        s[at++] = sep;
-                memcpy(s + at, *i, strlen(*i));
-                at += strlen(*i);
-        }
-        s[at] = 0;
-        return s;
+        while (l && l[n])
+                n++;
+        return n;
 }
 
 /* One field of GetAll's reply to the Port interface, into e; unknown ones are skipped. The
@@ -278,7 +266,7 @@ static int add_port(sd_bus *bus, const char *path, PortList *ret) {
         r = read_properties(bus, path, PORT_INTERFACE, "get the port's properties", true,
                             read_port_property, &p, &reply);
         if (r > 0) {
-                joined = strv_join(p.listen, ' ');
+                joined = strings_join((const char *const *) p.listen, strv_length(p.listen), ' ');
                 r = joined ? 1 : log_oom();
         }
         strv_freep(&p.listen);
@@ -382,16 +370,14 @@ static int add_sandbox(sd_bus *bus, const char *id, const char *path, uint32_t n
                        SandboxList *ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         SandboxRead sr = { .e = { .id = id, .path = path, .n_ports = n_ports } };
-        size_t n = 0;
         int r;
 
         r = read_properties(bus, path, SANDBOX_INTERFACE, "get the sandbox's properties", true,
                             read_sandbox_property, &sr, &reply);
         if (r > 0) {
                 sr.e.machine = sr.machine;
-                while (sr.guests && sr.guests[n])
-                        n++;
-                r = sandbox_list_add(ret, &sr.e, (const char *const *) sr.guests, n);
+                r = sandbox_list_add(ret, &sr.e, (const char *const *) sr.guests,
+                                     strv_length(sr.guests));
         }
         strv_freep(&sr.guests);
         return r;

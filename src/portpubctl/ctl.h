@@ -51,6 +51,9 @@ bool sandbox_selected(const char *id, char *const *filter, size_t n_filter);
 /* Grows *array of *allocated elements of size bytes to hold need; -ENOMEM. */
 int array_grow(void **array, size_t *allocated, size_t need, size_t size);
 
+/* l[0..n) joined by sep, "" for none; NULL when out of memory. */
+char *strings_join(const char *const *l, size_t n, char sep);
+
 typedef struct PortEntry {
         char *strings; /* owns the strings below */
         const char *sandbox, *protocol, *host_address, *guest_address, *state, *path;

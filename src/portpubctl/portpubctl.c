@@ -356,25 +356,35 @@ void port_list_done(PortList *l) {
         l->n = l->allocated = 0;
 }
 
+char *strings_join(const char *const *l, size_t n, char sep) {
+        size_t size = 1, at = 0;
+        char *s;
+
+        for (size_t i = 0; i < n; i++)
+                size += strlen(l[i]) + 1;
+        s = malloc(size);
+        if (!s)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                size_t len = strlen(l[i]);
+
+                if (i > 0)
+                        s[at++] = sep;
+                memcpy(s + at, l[i], len);
+                at += len;
+        }
+        s[at] = 0;
+        return s;
+}
+
 int sandbox_list_add(SandboxList *l, const SandboxEntry *e, const char *const *guest_addresses,
                      size_t n_guest_addresses) {
-        _cleanup_free_ char *joined = NULL;
+        _cleanup_free_ char *joined = strings_join(guest_addresses, n_guest_addresses, ',');
         SandboxEntry c = *e;
         const char **const fields[] = { &c.id, &c.path, &c.guest_addresses };
-        size_t size = 1, at = 0;
 
-        for (size_t i = 0; i < n_guest_addresses; i++)
-                size += strlen(guest_addresses[i]) + 1;
-        joined = malloc(size);
         if (!joined)
                 return log_oom();
-        for (size_t i = 0; i < n_guest_addresses; i++) {
-                if (i > 0)
-                        joined[at++] = ',';
-                memcpy(joined + at, guest_addresses[i], strlen(guest_addresses[i]));
-                at += strlen(guest_addresses[i]);
-        }
-        joined[at] = 0;
         c.guest_addresses = joined;
         if (array_grow((void **) &l->entries, &l->allocated, l->n + 1, sizeof *l->entries) < 0)
                 return log_oom();
